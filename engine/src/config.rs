@@ -1,0 +1,185 @@
+//! Engine configuration and its validation.
+#![forbid(unsafe_code)]
+
+use crate::error::{Error, Result};
+use crate::shard::Policy;
+use std::time::Duration;
+
+/// How a reactor waits when it has nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleStrategy {
+    /// Poll forever, as SPDK does: lowest latency, one core per reactor
+    /// at 100% all the time.
+    Busy,
+    /// Spin for [`Config::spin_before_park`], then park until a message
+    /// or a timer. The default: the embedded default runs on laptops and
+    /// CI machines, where burning every core while idle is not acceptable;
+    /// under load it never parks, so throughput is the same as `Busy`.
+    #[default]
+    Adaptive,
+}
+
+/// Whether reactors are pinned to cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pinning {
+    /// Do not pin.
+    Off,
+    /// Pin; if that fails, log it, record it in stats and go on (default).
+    #[default]
+    BestEffort,
+    /// Pin, and refuse to start with more reactors than cores or when a
+    /// pin fails.
+    Required,
+}
+
+/// Everything [`crate::EngineBuilder`] can set. Every field's default is
+/// given in its doc comment and in [`Config::default`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Config {
+    /// Number of reactors, each owning one shard. Default: the number of
+    /// available cores.
+    pub reactors: usize,
+    /// Cores to pin reactor i to (`cores[i]`). Default: none, i.e. the
+    /// i-th core the OS reports.
+    pub cores: Option<Vec<usize>>,
+    /// Pinning mode. Default: [`Pinning::BestEffort`].
+    pub pinning: Pinning,
+    /// Idle strategy. Default: [`IdleStrategy::Adaptive`].
+    pub idle: IdleStrategy,
+    /// How long an adaptive reactor spins before parking. Default: 100 µs.
+    pub spin_before_park: Duration,
+    /// Total ARC capacity in bytes, split evenly over the shards.
+    /// Default: 256 MiB.
+    pub arc_capacity: u64,
+    /// Replacement policy. Default: [`Policy::Arc`].
+    pub policy: Policy,
+    /// Largest block, in bytes: a power of two from 512 B to 2 MiB.
+    /// Default: 1 MiB.
+    pub max_block_size: usize,
+    /// Buffer pool size in bytes. Default: `arc_capacity` × 1.5 + 32 MiB,
+    /// room for size-class slack, blocks held by callers and fills in
+    /// flight.
+    pub pool_capacity: Option<u64>,
+    /// Try 2 MiB hugepages for the pool, falling back to normal pages with
+    /// a warning. Default: true.
+    pub hugepages: bool,
+    /// Messages a reactor takes from its ring per loop iteration before it
+    /// runs its pollers. Default: 32.
+    pub message_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            reactors: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: None,
+            pinning: Pinning::BestEffort,
+            idle: IdleStrategy::Adaptive,
+            spin_before_park: Duration::from_micros(100),
+            arc_capacity: 256 << 20,
+            policy: Policy::Arc,
+            max_block_size: 1 << 20,
+            pool_capacity: None,
+            hugepages: true,
+            message_batch: 32,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration against itself and this machine.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.reactors == 0 {
+            return bad("reactors must be at least 1".into());
+        }
+        if self.reactors > u16::MAX as usize {
+            return bad(format!("{} reactors is more than the supported 65535", self.reactors));
+        }
+        if !self.max_block_size.is_power_of_two() || !(512..=2 << 20).contains(&self.max_block_size) {
+            return bad(format!(
+                "max_block_size {} must be a power of two from 512 to 2097152 bytes",
+                self.max_block_size
+            ));
+        }
+        if self.arc_capacity == 0 {
+            return bad("arc_capacity must be above zero".into());
+        }
+        let per_shard = self.arc_capacity / self.reactors as u64;
+        if per_shard < self.max_block_size as u64 {
+            return bad(format!(
+                "arc_capacity {} over {} reactors leaves {} B per shard, below max_block_size {}: the largest blocks could never be cached",
+                self.arc_capacity, self.reactors, per_shard, self.max_block_size
+            ));
+        }
+        if self.message_batch == 0 {
+            return bad("message_batch must be at least 1".into());
+        }
+        if let Some(p) = self.pool_capacity {
+            if p < self.max_block_size as u64 {
+                return bad(format!("pool_capacity {p} is below max_block_size {}", self.max_block_size));
+            }
+        }
+        let online = core_affinity::get_core_ids().map_or(0, |c| c.len());
+        if let Some(cores) = &self.cores {
+            if cores.len() < self.reactors {
+                return bad(format!("{} cores listed for {} reactors", cores.len(), self.reactors));
+            }
+            if let Some(c) = cores.iter().find(|&&c| online > 0 && c >= online) {
+                return bad(format!("core {c} does not exist (this machine has {online})"));
+            }
+        }
+        if self.pinning == Pinning::Required && self.cores.is_none() && self.reactors > online {
+            return bad(format!(
+                "{} reactors with pinning required, but only {online} cores are available",
+                self.reactors
+            ));
+        }
+        Ok(())
+    }
+
+    /// The buffer pool size this configuration asks for.
+    pub fn effective_pool_capacity(&self) -> u64 {
+        self.pool_capacity.unwrap_or(self.arc_capacity + self.arc_capacity / 2 + (32 << 20))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut Config), needle: &str) {
+        let mut c = Config { reactors: 1, ..Config::default() };
+        f(&mut c);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        check(|c| c.reactors = 0, "reactors must be at least 1");
+        check(|c| c.arc_capacity = 0, "arc_capacity must be above zero");
+        check(|c| c.max_block_size = 3000, "power of two");
+        check(|c| c.max_block_size = 4 << 20, "power of two");
+        check(|c| c.max_block_size = 256, "power of two");
+        check(|c| c.arc_capacity = 4096, "below max_block_size");
+        check(|c| c.message_batch = 0, "message_batch");
+        check(
+            |c| {
+                c.pinning = Pinning::Required;
+                c.reactors = 10_000;
+                c.arc_capacity = 1 << 40;
+            },
+            "pinning required",
+        );
+        check(|c| c.cores = Some(vec![100_000]), "does not exist");
+        check(|c| c.cores = Some(vec![]), "0 cores listed for 1 reactors");
+    }
+}

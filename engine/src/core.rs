@@ -1,0 +1,364 @@
+//! A reactor's engine state and the handling of every message it gets.
+//!
+//! `Core` is what a reactor owns: its shard, its pending fills, a handle
+//! on the pool and the backing store, and the mailboxes of its peers.
+//! Everything here runs on the owning reactor's thread only.
+#![forbid(unsafe_code)]
+
+use crate::backing::{BackingStore, ReadDone, ReadResult};
+use crate::block::Block;
+use crate::bufpool::{Buf, BufPool};
+use crate::error::{BackingError, Error, Result};
+use crate::reactor::{Mailbox, Poller, Pushed};
+use crate::shard::{Flags, HeaderIdx, Shard};
+use crate::stats::ReactorStats;
+use std::sync::Arc;
+
+/// What every request answers: the block for reads and gets, `None` for
+/// the others.
+pub(crate) type Outcome = Result<Option<Block>>;
+
+/// A client operation.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Read,
+    Get,
+    Insert(Box<[u8]>),
+    Invalidate,
+    Prefetch,
+}
+
+/// Where the answer to a request goes.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Nobody waits (a prefetch's own fill).
+    None,
+    /// A client thread or future.
+    Client(oneshot::Sender<Outcome>),
+    /// The job poller of the given reactor.
+    Reactor(usize),
+}
+
+/// One request, routed to the reactor that owns `hash`.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub op: Op,
+    pub key: Box<[u8]>,
+    pub hash: u64,
+    pub reply: Reply,
+}
+
+/// A function to run on a reactor (SPDK's `spdk_thread_send_msg`).
+pub(crate) type CallFn = Box<dyn FnOnce(&mut Core) + Send>;
+
+/// A message to a reactor.
+pub(crate) enum Msg {
+    Request(Request),
+    /// A backing read completed for the fill of header `idx`.
+    Fill { idx: HeaderIdx, result: ReadResult },
+    /// The answer to a request this reactor's job sent to a peer.
+    Completion(Outcome),
+    Call(CallFn),
+    Stats(oneshot::Sender<ReactorStats>),
+    Shutdown,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Request(r) => write!(f, "Request({:?})", r.op),
+            Msg::Fill { idx, .. } => write!(f, "Fill({idx})"),
+            Msg::Completion(_) => f.write_str("Completion"),
+            Msg::Call(_) => f.write_str("Call"),
+            Msg::Stats(_) => f.write_str("Stats"),
+            Msg::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// Counters of a reactor beyond its shard's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CoreCounters {
+    /// `read` requests.
+    pub reads: u64,
+    /// `get` requests.
+    pub gets: u64,
+    /// `insert` requests.
+    pub insert_requests: u64,
+    /// `invalidate` requests.
+    pub invalidate_requests: u64,
+    /// `prefetch` requests.
+    pub prefetch_requests: u64,
+    /// Reads sent to the backing store.
+    pub backing_reads: u64,
+    /// Backing reads that failed.
+    pub backing_errors: u64,
+    /// Misses that joined a backing read already in flight.
+    pub fills_joined: u64,
+    /// Blocks served but not cached because the pool was exhausted.
+    pub uncached_fills: u64,
+    /// Messages taken from the ring.
+    pub messages: u64,
+    /// Loop iterations that did work.
+    pub busy_loops: u64,
+    /// Loop iterations that found nothing to do.
+    pub idle_loops: u64,
+    /// Times the reactor parked (adaptive idle).
+    pub parks: u64,
+}
+
+struct Fill {
+    waiters: Vec<Reply>,
+    prefetch: bool,
+}
+
+/// A reactor's state.
+pub struct Core {
+    /// This reactor's index.
+    pub id: usize,
+    /// The shard this reactor owns.
+    pub shard: Shard<Buf>,
+    pub(crate) pool: BufPool,
+    backing: Arc<dyn BackingStore>,
+    pub(crate) peers: Arc<[Arc<Mailbox<Msg>>]>,
+    pending: std::collections::HashMap<HeaderIdx, Fill>,
+    /// Answers to requests this reactor's job sent to peers.
+    pub(crate) job_inbox: Vec<Outcome>,
+    /// Pollers to start on the next loop iteration.
+    pub(crate) new_pollers: Vec<Box<dyn Poller<Core>>>,
+    max_block: usize,
+    /// Counters.
+    pub counters: CoreCounters,
+    pub(crate) stopping: bool,
+    /// The core this reactor is pinned to, if pinning succeeded.
+    pub(crate) pinned_core: Option<usize>,
+    pub(crate) pin_failed: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("id", &self.id).field("pending", &self.pending.len()).finish()
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        id: usize,
+        shard: Shard<Buf>,
+        pool: BufPool,
+        backing: Arc<dyn BackingStore>,
+        peers: Arc<[Arc<Mailbox<Msg>>]>,
+        max_block: usize,
+    ) -> Self {
+        Core {
+            id,
+            shard,
+            pool,
+            backing,
+            peers,
+            pending: std::collections::HashMap::new(),
+            job_inbox: Vec::new(),
+            new_pollers: Vec::new(),
+            max_block,
+            counters: CoreCounters::default(),
+            stopping: false,
+            pinned_core: None,
+            pin_failed: false,
+        }
+    }
+
+    /// Number of reactors.
+    pub fn reactors(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True when no backing read is in flight.
+    pub(crate) fn quiet(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Handles one message.
+    pub(crate) fn handle(&mut self, msg: Msg) {
+        self.counters.messages += 1;
+        match msg {
+            Msg::Request(r) => self.handle_request(r),
+            Msg::Fill { idx, result } => self.complete_fill(idx, result),
+            Msg::Completion(o) => self.job_inbox.push(o),
+            Msg::Call(f) => f(self),
+            Msg::Stats(tx) => {
+                let _ = tx.send(self.stats());
+            }
+            Msg::Shutdown => self.stopping = true,
+        }
+    }
+
+    /// Sends a message to reactor `to`. If it has shut down, the message
+    /// is dropped, which answers any waiting client with `ShutDown`.
+    pub(crate) fn send(&self, to: usize, msg: Msg) {
+        let mb = &self.peers[to];
+        if mb.push(msg) == Pushed::Closed {
+            while mb.pop().is_some() {}
+        }
+    }
+
+    fn reply(&mut self, r: Reply, o: Outcome) {
+        match r {
+            Reply::None => {}
+            Reply::Client(tx) => {
+                let _ = tx.send(o);
+            }
+            Reply::Reactor(to) if to == self.id => self.job_inbox.push(o),
+            Reply::Reactor(to) => self.send(to, Msg::Completion(o)),
+        }
+    }
+
+    /// The block of a resident header.
+    pub(crate) fn block(&self, idx: HeaderIdx) -> Block {
+        Block::pool(self.shard.header(idx).data.clone().expect("resident header has data"))
+    }
+
+    fn handle_request(&mut self, req: Request) {
+        let Request { op, key, hash, reply } = req;
+        match op {
+            Op::Get => {
+                self.counters.gets += 1;
+                let b = self.shard.lookup_for_read(hash, &key).map(|i| self.block(i));
+                self.reply(reply, Ok(b));
+            }
+            Op::Read => {
+                self.counters.reads += 1;
+                match self.shard.lookup_for_read(hash, &key) {
+                    Some(i) => {
+                        let b = self.block(i);
+                        self.reply(reply, Ok(Some(b)));
+                    }
+                    None => self.start_fill(hash, key, reply, false),
+                }
+            }
+            Op::Prefetch => {
+                self.counters.prefetch_requests += 1;
+                let busy = self.shard.find(hash, &key).is_some_and(|i| {
+                    let h = self.shard.header(i);
+                    h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS)
+                });
+                if !busy {
+                    self.start_fill(hash, key, Reply::None, true);
+                }
+                self.reply(reply, Ok(None));
+            }
+            Op::Insert(data) => {
+                self.counters.insert_requests += 1;
+                self.insert(hash, &key, &data);
+                self.reply(reply, Ok(None));
+            }
+            Op::Invalidate => {
+                self.counters.invalidate_requests += 1;
+                self.shard.invalidate(hash, &key);
+                self.reply(reply, Ok(None));
+            }
+        }
+    }
+
+    /// Caches `data` for `key` unless it is already cached or being
+    /// filled (blocks are immutable, so either copy is the same bytes).
+    fn insert(&mut self, hash: u64, key: &[u8], data: &[u8]) {
+        if let Some(i) = self.shard.find(hash, key) {
+            let h = self.shard.header(i);
+            if h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS) {
+                return;
+            }
+        }
+        let Some(buf) = self.copy_to_pool(data) else {
+            self.counters.uncached_fills += 1;
+            return;
+        };
+        let idx = self.shard.begin_fill(hash, key);
+        // A rejection (too large) was cleaned up and counted by the shard.
+        let _ = self.shard.complete_fill(idx, data.len() as u32, buf, Flags::L2_ELIGIBLE);
+    }
+
+    fn copy_to_pool(&self, data: &[u8]) -> Option<Buf> {
+        let mut b = self.pool.alloc(data.len())?;
+        b.as_mut_slice()[..data.len()].copy_from_slice(data);
+        Some(b.freeze(data.len()))
+    }
+
+    /// Starts a backing read for `key`, or joins the one in flight.
+    pub(crate) fn start_fill(&mut self, hash: u64, key: Box<[u8]>, waiter: Reply, prefetch: bool) {
+        if let Some(idx) = self.shard.find(hash, &key) {
+            if self.shard.header(idx).flags.contains(Flags::IO_IN_PROGRESS) {
+                let fill = self.pending.get_mut(&idx).expect("a fill in flight is pending");
+                if !matches!(waiter, Reply::None) {
+                    fill.waiters.push(waiter);
+                    fill.prefetch = false;
+                }
+                self.counters.fills_joined += 1;
+                return;
+            }
+        }
+        let idx = self.shard.begin_fill(hash, &key);
+        let waiters = if matches!(waiter, Reply::None) { vec![] } else { vec![waiter] };
+        self.pending.insert(idx, Fill { waiters, prefetch });
+        self.counters.backing_reads += 1;
+        let me = self.peers[self.id].clone();
+        self.backing.read(
+            &key,
+            ReadDone::new(move |result| {
+                // The reactor stays open while a fill is pending.
+                let _ = me.push(Msg::Fill { idx, result });
+            }),
+        );
+    }
+
+    fn complete_fill(&mut self, idx: HeaderIdx, result: ReadResult) {
+        let Some(fill) = self.pending.remove(&idx) else {
+            log::error!("reactor {}: completion for header {idx}, which has no fill in flight", self.id);
+            return;
+        };
+        let result = result.and_then(|v| {
+            if v.is_empty() || v.len() > self.max_block {
+                Err(BackingError::BadSize { size: v.len(), max: self.max_block })
+            } else {
+                Ok(v)
+            }
+        });
+        let outcome = match result {
+            Err(e) => {
+                self.shard.abort_fill(idx);
+                self.counters.backing_errors += 1;
+                Err(Error::Backing(e))
+            }
+            Ok(data) => match self.copy_to_pool(&data) {
+                Some(buf) => {
+                    let mut flags = Flags::L2_ELIGIBLE;
+                    if fill.prefetch {
+                        flags.insert(Flags::PREFETCH);
+                    }
+                    // Rejected (invalidated meanwhile, or too large): the
+                    // waiters still get the bytes they asked for.
+                    let _ = self.shard.complete_fill(idx, data.len() as u32, buf.clone(), flags);
+                    Ok(Some(Block::pool(buf)))
+                }
+                None => {
+                    self.shard.abort_fill(idx);
+                    self.counters.uncached_fills += 1;
+                    Ok(Some(Block::heap(data)))
+                }
+            },
+        };
+        for w in fill.waiters {
+            self.reply(w, outcome.clone());
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ReactorStats {
+        ReactorStats {
+            id: self.id,
+            pinned_core: self.pinned_core,
+            pin_failed: self.pin_failed,
+            core: self.counters,
+            shard: self.shard.counters,
+            sizes: self.shard.sizes(),
+        }
+    }
+}

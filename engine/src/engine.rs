@@ -1,0 +1,503 @@
+//! The client API: [`Engine`] and [`EngineBuilder`].
+#![forbid(unsafe_code)]
+
+use crate::backing::{BackingStore, ReadDone};
+use crate::block::Block;
+use crate::bufpool::BufPool;
+use crate::config::{Config, IdleStrategy, Pinning};
+use crate::core::{Core, Msg, Op, Outcome, Reply, Request};
+use crate::error::{BackingError, Error, Result};
+use crate::job::{Job, JobReport, JobSpec};
+use crate::reactor::{self, LoopConfig, Mailbox, Pushed};
+use crate::shard::{hash_key, shard_of, Policy, Shard};
+use crate::stats::{ReactorStats, Stats};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The default backing store: it has no blocks, so a read of a key that
+/// was never inserted fails with [`BackingError::NotFound`]. Set a real
+/// one with [`EngineBuilder::backing`].
+#[derive(Debug)]
+struct NoBacking;
+
+impl BackingStore for NoBacking {
+    fn read(&self, key: &[u8], done: ReadDone) {
+        done.complete(Err(BackingError::NotFound(crate::backing::hex_key(key))));
+    }
+    fn describe(&self) -> String {
+        "none (cache only)".into()
+    }
+}
+
+/// Builds an [`Engine`]. Every setter documents its default; see also
+/// [`Config`].
+#[derive(Clone)]
+pub struct EngineBuilder {
+    config: Config,
+    backing: Option<Arc<dyn BackingStore>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder").field("config", &self.config).finish()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident : $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.config.$name = v;
+            self
+        }
+    };
+}
+
+impl EngineBuilder {
+    setter!(
+        /// Reactors (and shards). Default: the number of available cores.
+        reactors: usize
+    );
+    setter!(
+        /// Pinning mode. Default: [`Pinning::BestEffort`].
+        pinning: Pinning
+    );
+    setter!(
+        /// Idle strategy. Default: [`IdleStrategy::Adaptive`].
+        idle: IdleStrategy
+    );
+    setter!(
+        /// Spin time before an adaptive reactor parks. Default: 100 µs.
+        spin_before_park: Duration
+    );
+    setter!(
+        /// ARC capacity in bytes, over all shards. Default: 256 MiB.
+        arc_capacity: u64
+    );
+    setter!(
+        /// Replacement policy. Default: [`Policy::Arc`].
+        policy: Policy
+    );
+    setter!(
+        /// Largest block in bytes (power of two, 512 B to 2 MiB). Default: 1 MiB.
+        max_block_size: usize
+    );
+    setter!(
+        /// Try hugepages for the buffer pool. Default: true.
+        hugepages: bool
+    );
+    setter!(
+        /// Messages per reactor loop iteration. Default: 32.
+        message_batch: usize
+    );
+
+    /// Cores to pin reactor i to. Default: the OS's core list, in order.
+    #[must_use]
+    pub fn cores(mut self, cores: Vec<usize>) -> Self {
+        self.config.cores = Some(cores);
+        self
+    }
+
+    /// Buffer pool bytes. Default: `arc_capacity` × 1.5 + 32 MiB.
+    #[must_use]
+    pub fn pool_capacity(mut self, bytes: u64) -> Self {
+        self.config.pool_capacity = Some(bytes);
+        self
+    }
+
+    /// The backing store. Default: none; reads of keys never inserted fail
+    /// with `NotFound`.
+    #[must_use]
+    pub fn backing(mut self, store: impl BackingStore) -> Self {
+        self.backing = Some(Arc::new(store));
+        self
+    }
+
+    /// Replaces the whole configuration.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The configuration as set so far.
+    pub fn current_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Validates the configuration, maps the pool and starts the reactors.
+    pub fn build(self) -> Result<Engine> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let n = cfg.reactors;
+        let startup = |e: std::io::Error| Error::Startup(Arc::new(e));
+        let pool_bytes = usize::try_from(cfg.effective_pool_capacity())
+            .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
+        let pool = BufPool::new(pool_bytes, cfg.max_block_size, cfg.hugepages).map_err(startup)?;
+        let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
+        let core_ids = match cfg.pinning {
+            Pinning::Off => None,
+            _ => {
+                let all = core_affinity::get_core_ids().unwrap_or_default();
+                match &cfg.cores {
+                    Some(list) => Some(list.iter().map(|&id| core_affinity::CoreId { id }).collect::<Vec<_>>()),
+                    None if all.is_empty() => None,
+                    None => Some(all),
+                }
+            }
+        };
+        if cfg.pinning == Pinning::Required && core_ids.is_none() {
+            return Err(Error::Config("pinning required, but this OS reports no cores".into()));
+        }
+
+        // Threads first, so each mailbox can name its consumer thread.
+        type Setup = (Arc<Mailbox<Msg>>, Core);
+        let mut threads = Vec::with_capacity(n);
+        let mut setups = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = std::sync::mpsc::channel::<Setup>();
+            let lc = LoopConfig {
+                core_id: core_ids.as_ref().map(|c| c[i % c.len()]),
+                pinning: cfg.pinning,
+                idle: cfg.idle,
+                spin_before_park: cfg.spin_before_park,
+                batch: cfg.message_batch,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("polarc-r{i}"))
+                .spawn(move || {
+                    let Ok((mailbox, core)) = rx.recv() else { return None };
+                    let guard = CloseOnUnwind(mailbox.clone());
+                    let stats = reactor::run(lc, mailbox, core);
+                    std::mem::forget(guard);
+                    Some(stats)
+                })
+                .map_err(startup)?;
+            setups.push(tx);
+            threads.push(t);
+        }
+        let mailboxes: Arc<[Arc<Mailbox<Msg>>]> =
+            threads.iter().map(|t| Arc::new(Mailbox::new(t.thread().clone()))).collect();
+        let per_shard = cfg.arc_capacity / n as u64;
+        for (i, tx) in setups.into_iter().enumerate() {
+            let core = Core::new(
+                i,
+                Shard::new(per_shard, cfg.policy),
+                pool.clone(),
+                backing.clone(),
+                mailboxes.clone(),
+                cfg.max_block_size,
+            );
+            tx.send((mailboxes[i].clone(), core)).expect("reactor thread waits for its setup");
+        }
+        if cfg.pinning == Pinning::Required {
+            let e = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
+            let failed = e.stats().reactors.iter().filter(|r| r.pin_failed).count();
+            if failed > 0 {
+                let _ = e.shutdown();
+                return Err(Error::Config(format!("pinning required, but {failed} reactors could not be pinned")));
+            }
+            return Ok(e);
+        }
+        Ok(Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe()))
+    }
+}
+
+/// Closes a reactor's ring if its thread unwinds, so that clients get
+/// `ShutDown` instead of waiting forever.
+struct CloseOnUnwind(Arc<Mailbox<Msg>>);
+impl Drop for CloseOnUnwind {
+    fn drop(&mut self) {
+        self.0.close();
+        while self.0.pop().is_some() {}
+    }
+}
+
+struct Inner {
+    config: Config,
+    pool: BufPool,
+    mailboxes: Arc<[Arc<Mailbox<Msg>>]>,
+    threads: Mutex<Vec<std::thread::JoinHandle<Option<ReactorStats>>>>,
+    shut: AtomicBool,
+    final_stats: Mutex<Option<Vec<ReactorStats>>>,
+    jobs: Mutex<()>,
+    backing: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        shutdown(self);
+    }
+}
+
+fn shutdown(inner: &Inner) {
+    if inner.shut.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    for mb in inner.mailboxes.iter() {
+        if mb.push(Msg::Shutdown) == Pushed::Closed {
+            while mb.pop().is_some() {}
+        }
+    }
+    let threads = std::mem::take(&mut *inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut finals = Vec::new();
+    for t in threads {
+        match t.join() {
+            Ok(Some(s)) => finals.push(s),
+            Ok(None) => {}
+            Err(_) => log::error!("a reactor panicked; see the message above"),
+        }
+    }
+    *inner.final_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(finals);
+}
+
+/// The cache engine. A cheap, cloneable handle; every method may be called
+/// from any thread. The engine shuts down when [`Engine::shutdown`] is
+/// called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("reactors", &self.inner.mailboxes.len()).finish()
+    }
+}
+
+/// A request in flight, as a runtime-agnostic future.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct OpFuture<T> {
+    state: FutState,
+    map: fn(Option<Block>) -> T,
+}
+
+#[derive(Debug)]
+enum FutState {
+    Waiting(oneshot::Receiver<Outcome>),
+    Failed(Option<Error>),
+}
+
+impl<T> Unpin for OpFuture<T> {}
+
+impl<T> Future for OpFuture<T> {
+    type Output = Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let map = self.map;
+        match &mut self.state {
+            FutState::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::ShutDown))),
+            FutState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(o)) => Poll::Ready(o.map(map)),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ShutDown)),
+            },
+        }
+    }
+}
+
+impl<T> OpFuture<T> {
+    /// Waits on the calling thread: spins briefly (an ARC hit answers in
+    /// well under a microsecond, far sooner than a park/unpark), then parks.
+    pub fn wait(self) -> Result<T> {
+        let rx = match self.state {
+            FutState::Failed(e) => return Err(e.unwrap_or(Error::ShutDown)),
+            FutState::Waiting(rx) => rx,
+        };
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            match rx.try_recv() {
+                Ok(o) => return o.map(self.map),
+                Err(oneshot::TryRecvError::Disconnected) => return Err(Error::ShutDown),
+                Err(oneshot::TryRecvError::Empty) if backoff.is_completed() => break,
+                Err(oneshot::TryRecvError::Empty) => backoff.snooze(),
+            }
+        }
+        match rx.recv() {
+            Ok(o) => o.map(self.map),
+            Err(_) => Err(Error::ShutDown),
+        }
+    }
+}
+
+fn must_block(b: Option<Block>) -> Block {
+    b.expect("a successful read always carries a block")
+}
+fn unit(_: Option<Block>) {}
+fn same(b: Option<Block>) -> Option<Block> {
+    b
+}
+
+impl Engine {
+    /// A builder with every default (see [`Config`]).
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder { config: Config::default(), backing: None }
+    }
+
+    fn from_parts(
+        config: Config,
+        pool: BufPool,
+        mailboxes: Arc<[Arc<Mailbox<Msg>>]>,
+        threads: Vec<std::thread::JoinHandle<Option<ReactorStats>>>,
+        backing: String,
+    ) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                mailboxes,
+                threads: Mutex::new(threads),
+                shut: AtomicBool::new(false),
+                final_stats: Mutex::new(None),
+                jobs: Mutex::new(()),
+                backing,
+            }),
+        }
+    }
+
+    fn submit<T>(&self, op: Op, key: &[u8], map: fn(Option<Block>) -> T) -> OpFuture<T> {
+        let failed = |e| OpFuture { state: FutState::Failed(Some(e)), map };
+        if key.is_empty() {
+            return failed(Error::EmptyKey);
+        }
+        if self.inner.shut.load(Ordering::Acquire) {
+            return failed(Error::ShutDown);
+        }
+        let hash = hash_key(key);
+        let mb = &self.inner.mailboxes[shard_of(hash, self.inner.mailboxes.len())];
+        let (tx, rx) = oneshot::channel();
+        let req = Request { op, key: key.into(), hash, reply: Reply::Client(tx) };
+        if mb.push(Msg::Request(req)) == Pushed::Closed {
+            // Dropping what is left answers its waiters with ShutDown.
+            while mb.pop().is_some() {}
+        }
+        OpFuture { state: FutState::Waiting(rx), map }
+    }
+
+    fn check_block(&self, data: &[u8]) -> Result<()> {
+        let max = self.inner.config.max_block_size;
+        if data.is_empty() || data.len() > max {
+            return Err(Error::BlockSize { size: data.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Read-through: the block of `key` from the ARC, else from the
+    /// backing store (then cached). Concurrent misses share one backing read.
+    pub fn read(&self, key: &[u8]) -> Result<Block> {
+        self.read_async(key).wait()
+    }
+    /// [`Engine::read`] as a future.
+    pub fn read_async(&self, key: &[u8]) -> OpFuture<Block> {
+        self.submit(Op::Read, key, must_block)
+    }
+
+    /// Cache only: the block of `key` if the ARC holds it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Block>> {
+        self.get_async(key).wait()
+    }
+    /// [`Engine::get`] as a future.
+    pub fn get_async(&self, key: &[u8]) -> OpFuture<Option<Block>> {
+        self.submit(Op::Get, key, same)
+    }
+
+    /// Caches `data` as the block of `key`. Blocks are immutable: if the
+    /// key is already cached, or being filled, this changes nothing.
+    pub fn insert(&self, key: &[u8], data: &[u8]) -> Result<()> {
+        self.insert_async(key, data).wait()
+    }
+    /// [`Engine::insert`] as a future.
+    pub fn insert_async(&self, key: &[u8], data: &[u8]) -> OpFuture<()> {
+        if let Err(e) = self.check_block(data) {
+            return OpFuture { state: FutState::Failed(Some(e)), map: unit };
+        }
+        self.submit(Op::Insert(data.into()), key, unit)
+    }
+
+    /// Frees the block of `key`: once this returns, `get` does not serve
+    /// it, and a fill already in flight will not cache it.
+    pub fn invalidate(&self, key: &[u8]) -> Result<()> {
+        self.invalidate_async(key).wait()
+    }
+    /// [`Engine::invalidate`] as a future.
+    pub fn invalidate_async(&self, key: &[u8]) -> OpFuture<()> {
+        self.submit(Op::Invalidate, key, unit)
+    }
+
+    /// Starts bringing `key` into the ARC from the backing store, without
+    /// waiting for it. Resolves once the request is queued.
+    pub fn prefetch(&self, key: &[u8]) -> Result<()> {
+        self.prefetch_async(key).wait()
+    }
+    /// [`Engine::prefetch`] as a future.
+    pub fn prefetch_async(&self, key: &[u8]) -> OpFuture<()> {
+        self.submit(Op::Prefetch, key, unit)
+    }
+
+    /// Runs a job on every reactor (load generated in place, as bdevperf
+    /// does) and returns one report per reactor. One set of jobs at a time.
+    pub fn run_jobs(&self, spec: &JobSpec) -> Result<Vec<JobReport>> {
+        let _one = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let max_block = self.inner.config.max_block_size;
+        let mut rxs = vec![];
+        for (i, mb) in self.inner.mailboxes.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            let spec = spec.clone();
+            let call = Box::new(move |core: &mut Core| {
+                core.new_pollers.push(Box::new(Job::new(i, spec, max_block, tx)));
+            });
+            if self.inner.shut.load(Ordering::Acquire) || mb.push(Msg::Call(call)) == Pushed::Closed {
+                return Err(Error::ShutDown);
+            }
+            rxs.push(rx);
+        }
+        rxs.into_iter().map(|rx| rx.recv().map_err(|_| Error::ShutDown)).collect()
+    }
+
+    /// A statistics snapshot, gathered from every reactor. After shutdown
+    /// it holds the final figures.
+    pub fn stats(&self) -> Stats {
+        if let Some(f) = &*self.inner.final_stats.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Stats::from_parts(f.clone(), self.inner.pool.stats());
+        }
+        let mut rxs = vec![];
+        for mb in self.inner.mailboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if mb.push(Msg::Stats(tx)) == Pushed::Closed {
+                while mb.pop().is_some() {}
+            }
+            rxs.push(rx);
+        }
+        let reactors: Vec<ReactorStats> = rxs.into_iter().filter_map(|rx| rx.recv().ok()).collect();
+        if reactors.len() < self.inner.mailboxes.len() {
+            // Shut down meanwhile: the final figures are complete.
+            if let Some(f) = &*self.inner.final_stats.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Stats::from_parts(f.clone(), self.inner.pool.stats());
+            }
+        }
+        Stats::from_parts(reactors, self.inner.pool.stats())
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The backing store's description.
+    pub fn backing_description(&self) -> &str {
+        &self.inner.backing
+    }
+
+    /// Stops the reactors once they are quiet (backing reads in flight
+    /// complete first), joins them and frees every cached buffer. Later
+    /// calls fail with [`Error::ShutDown`]. Idempotent.
+    pub fn shutdown(&self) -> Result<()> {
+        shutdown(&self.inner);
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! In-reactor jobs: load generated on the reactors themselves, as SPDK's
+//! bdevperf does. A key owned by the job's own reactor is served in place;
+//! a key owned by another reactor costs a message round trip, kept up to
+//! `queue_depth` deep.
+#![forbid(unsafe_code)]
+
+use crate::core::{Core, Op, Outcome, Reply, Request};
+use crate::reactor::{PollStatus, Poller};
+use crate::shard::{hash_key, shard_of};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::time::{Duration, Instant};
+
+/// The key of index `i` in jobs and in the perf harness: `i` as 8 bytes,
+/// little-endian.
+pub fn index_key(i: u64) -> [u8; 8] {
+    i.to_le_bytes()
+}
+
+/// Which operation a job issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum JobOp {
+    /// Cache-only lookups (`get`).
+    Get,
+    /// Read-through (`read`).
+    Read,
+}
+
+/// What every reactor's job does.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobSpec {
+    /// Keys are `index_key(i)` for `i` uniform in `0..keys`.
+    pub keys: u64,
+    /// Operations each reactor's job completes.
+    pub ops_per_reactor: u64,
+    /// Requests to other reactors in flight at once, per job.
+    pub queue_depth: usize,
+    /// The operation.
+    pub op: JobOp,
+    /// RNG seed; reactor r uses `seed + r`.
+    pub seed: u64,
+}
+
+/// What one job did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct JobReport {
+    /// Reactor it ran on.
+    pub reactor: usize,
+    /// Operations completed.
+    pub ops: u64,
+    /// Of which served by the job's own shard.
+    pub local_ops: u64,
+    /// Of which sent to another reactor.
+    pub remote_ops: u64,
+    /// Operations that returned a block.
+    pub hits: u64,
+    /// Operations that returned none.
+    pub misses: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Bytes copied out.
+    pub bytes: u64,
+    /// From the first poll to the last completion.
+    pub elapsed: Duration,
+}
+
+pub(crate) struct Job {
+    spec: JobSpec,
+    rng: SmallRng,
+    issued: u64,
+    inflight: usize,
+    next: Option<u64>,
+    scratch: Vec<u8>,
+    report: JobReport,
+    start: Option<Instant>,
+    done: Option<oneshot::Sender<JobReport>>,
+}
+
+impl Job {
+    pub(crate) fn new(reactor: usize, spec: JobSpec, max_block: usize, done: oneshot::Sender<JobReport>) -> Self {
+        Job {
+            rng: SmallRng::seed_from_u64(spec.seed.wrapping_add(reactor as u64)),
+            spec,
+            issued: 0,
+            inflight: 0,
+            next: None,
+            scratch: vec![0; max_block],
+            report: JobReport { reactor, ..JobReport::default() },
+            start: None,
+            done: Some(done),
+        }
+    }
+
+    fn account(&mut self, o: Outcome) {
+        self.report.ops += 1;
+        match o {
+            Ok(Some(b)) => {
+                self.scratch[..b.len()].copy_from_slice(&b);
+                self.report.hits += 1;
+                self.report.bytes += b.len() as u64;
+            }
+            Ok(None) => self.report.misses += 1,
+            Err(_) => self.report.errors += 1,
+        }
+    }
+}
+
+impl Poller<Core> for Job {
+    fn poll(&mut self, core: &mut Core) -> PollStatus {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let inbox = std::mem::take(&mut core.job_inbox);
+        self.inflight -= inbox.len();
+        for o in inbox {
+            self.account(o);
+        }
+        let n = core.reactors();
+        for _ in 0..32 {
+            if self.issued == self.spec.ops_per_reactor {
+                break;
+            }
+            let i = match self.next.take() {
+                Some(i) => i,
+                None => self.rng.gen_range(0..self.spec.keys.max(1)),
+            };
+            let key = index_key(i);
+            let hash = hash_key(&key);
+            let owner = shard_of(hash, n);
+            if owner == core.id {
+                self.issued += 1;
+                self.report.local_ops += 1;
+                match core.shard.lookup_for_read(hash, &key) {
+                    Some(idx) => {
+                        let b = core.block(idx);
+                        self.account(Ok(Some(b)));
+                    }
+                    None if self.spec.op == JobOp::Read => {
+                        self.inflight += 1;
+                        core.start_fill(hash, key.into(), Reply::Reactor(core.id), false);
+                    }
+                    None => self.account(Ok(None)),
+                }
+            } else if self.inflight < self.spec.queue_depth {
+                self.issued += 1;
+                self.inflight += 1;
+                self.report.remote_ops += 1;
+                let op = if self.spec.op == JobOp::Get { Op::Get } else { Op::Read };
+                let req = Request { op, key: key.into(), hash, reply: Reply::Reactor(core.id) };
+                core.send(owner, crate::core::Msg::Request(req));
+            } else {
+                self.next = Some(i);
+                break;
+            }
+        }
+        if self.report.ops == self.spec.ops_per_reactor {
+            self.report.elapsed = start.elapsed();
+            if let Some(tx) = self.done.take() {
+                let _ = tx.send(std::mem::take(&mut self.report));
+            }
+            return PollStatus::Done;
+        }
+        PollStatus::Busy
+    }
+}

@@ -1,0 +1,50 @@
+//! polarc: a userspace, polled-mode, two-level cache engine (ARC in DRAM,
+//! L2ARC-style ring log on a fast device, a slow backing store behind).
+//!
+//! # Threading
+//! * Each reactor thread owns one shard of the hash table; no lock is
+//!   shared across shards. Acting on another shard's block is a message to
+//!   the reactor that owns it.
+//! * [`Engine`] is a cheap handle: clone it, share it, call it from any
+//!   thread, blocking or through the returned futures (any executor).
+//! * A [`Block`] is a reference-counted view of a pool buffer; hold it only
+//!   as long as needed.
+//!
+//! ```
+//! use polarc::{Engine, SimStore, Latency};
+//! use std::time::Duration;
+//! let engine = Engine::builder()
+//!     .reactors(2)
+//!     .arc_capacity(64 << 20)
+//!     .pool_capacity(128 << 20)
+//!     .backing(SimStore::new(Latency::Fixed(Duration::from_millis(1)), 4096).unwrap())
+//!     .build()
+//!     .unwrap();
+//! let b = engine.read(b"some key").unwrap();              // miss: from the store
+//! assert_eq!(&*b, &SimStore::content(b"some key", 4096, 1.0)[..]);
+//! assert!(engine.get(b"some key").unwrap().is_some());    // now an ARC hit
+//! engine.shutdown().unwrap();
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backing;
+mod block;
+pub mod bufpool;
+mod config;
+mod core;
+mod engine;
+mod error;
+mod job;
+pub mod reactor;
+pub mod shard;
+mod stats;
+
+pub use backing::{BackingStore, FileStore, FnStore, Latency, ReadDone, SimStore};
+pub use block::Block;
+pub use config::{Config, IdleStrategy, Pinning};
+pub use core::CoreCounters;
+pub use engine::{Engine, EngineBuilder, OpFuture};
+pub use error::{BackingError, Error, Result};
+pub use job::{index_key, JobOp, JobReport, JobSpec};
+pub use shard::Policy;
+pub use stats::{ReactorStats, Stats};

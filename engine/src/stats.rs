@@ -1,0 +1,196 @@
+//! Statistics: per-reactor snapshots and engine totals, as a struct, as
+//! JSON and as Prometheus text. Names follow ZFS's arcstats.
+#![forbid(unsafe_code)]
+
+use crate::bufpool::PoolStats;
+use crate::core::CoreCounters;
+use crate::shard::{ShardCounters, ShardSizes};
+use std::fmt::Write;
+
+/// One reactor's figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReactorStats {
+    /// Reactor index.
+    pub id: usize,
+    /// Core it is pinned to, if pinned.
+    pub pinned_core: Option<usize>,
+    /// True when pinning was asked for and failed.
+    pub pin_failed: bool,
+    /// Request and loop counters.
+    pub core: CoreCounters,
+    /// ARC counters of its shard.
+    pub shard: ShardCounters,
+    /// ARC state sizes of its shard.
+    pub sizes: ShardSizes,
+}
+
+/// A snapshot of the whole engine.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Stats {
+    /// ARC counters summed over shards.
+    pub arc: ShardCounters,
+    /// Request and loop counters summed over reactors.
+    pub requests: CoreCounters,
+    /// State sizes summed over shards (`p` is the sum of the shards' p).
+    pub sizes: ShardSizes,
+    /// Header DRAM per live header, in bytes.
+    pub hdr_bytes_per_block: f64,
+    /// Hit ratio of demand accesses, hits / (hits + misses).
+    pub hit_ratio: f64,
+    /// Buffer pool.
+    pub pool: PoolStats,
+    /// Reactors that failed to pin.
+    pub pin_failures: usize,
+    /// Per-reactor detail.
+    pub reactors: Vec<ReactorStats>,
+}
+
+fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
+    let ShardCounters {
+        hits,
+        misses,
+        mru_hits,
+        mfu_hits,
+        mru_ghost_hits,
+        mfu_ghost_hits,
+        inserts,
+        evict_mru,
+        evict_mfu,
+        evicted_bytes,
+        ghost_deleted,
+        too_large,
+        invalidates,
+    } = *b;
+    a.hits += hits;
+    a.misses += misses;
+    a.mru_hits += mru_hits;
+    a.mfu_hits += mfu_hits;
+    a.mru_ghost_hits += mru_ghost_hits;
+    a.mfu_ghost_hits += mfu_ghost_hits;
+    a.inserts += inserts;
+    a.evict_mru += evict_mru;
+    a.evict_mfu += evict_mfu;
+    a.evicted_bytes += evicted_bytes;
+    a.ghost_deleted += ghost_deleted;
+    a.too_large += too_large;
+    a.invalidates += invalidates;
+}
+
+fn add_core(a: &mut CoreCounters, b: &CoreCounters) {
+    let CoreCounters {
+        reads,
+        gets,
+        insert_requests,
+        invalidate_requests,
+        prefetch_requests,
+        backing_reads,
+        backing_errors,
+        fills_joined,
+        uncached_fills,
+        messages,
+        busy_loops,
+        idle_loops,
+        parks,
+    } = *b;
+    a.reads += reads;
+    a.gets += gets;
+    a.insert_requests += insert_requests;
+    a.invalidate_requests += invalidate_requests;
+    a.prefetch_requests += prefetch_requests;
+    a.backing_reads += backing_reads;
+    a.backing_errors += backing_errors;
+    a.fills_joined += fills_joined;
+    a.uncached_fills += uncached_fills;
+    a.messages += messages;
+    a.busy_loops += busy_loops;
+    a.idle_loops += idle_loops;
+    a.parks += parks;
+}
+
+impl Stats {
+    pub(crate) fn from_parts(reactors: Vec<ReactorStats>, pool: PoolStats) -> Stats {
+        let mut arc = ShardCounters::default();
+        let mut requests = CoreCounters::default();
+        let mut sizes = ShardSizes::default();
+        for r in &reactors {
+            add_counters(&mut arc, &r.shard);
+            add_core(&mut requests, &r.core);
+            let s = &r.sizes;
+            sizes.c += s.c;
+            sizes.p += s.p;
+            sizes.mru_bytes += s.mru_bytes;
+            sizes.mfu_bytes += s.mfu_bytes;
+            sizes.mru_ghost_bytes += s.mru_ghost_bytes;
+            sizes.mfu_ghost_bytes += s.mfu_ghost_bytes;
+            sizes.resident_blocks += s.resident_blocks;
+            sizes.headers += s.headers;
+            sizes.hdr_bytes += s.hdr_bytes;
+        }
+        let accesses = arc.hits + arc.misses;
+        Stats {
+            hdr_bytes_per_block: if sizes.headers == 0 { 0.0 } else { sizes.hdr_bytes as f64 / sizes.headers as f64 },
+            hit_ratio: if accesses == 0 { 0.0 } else { arc.hits as f64 / accesses as f64 },
+            pin_failures: reactors.iter().filter(|r| r.pin_failed).count(),
+            arc,
+            requests,
+            sizes,
+            pool,
+            reactors,
+        }
+    }
+
+    /// The snapshot as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("stats serialise")
+    }
+
+    /// The snapshot in Prometheus text exposition format. Totals are
+    /// unlabelled; per-reactor counters carry a `reactor` label.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut emit = |name: &str, kind: &str, help: &str, values: &[(Option<usize>, f64)]| {
+            let _ = writeln!(out, "# HELP polarc_{name} {help}\n# TYPE polarc_{name} {kind}");
+            for (r, v) in values {
+                match r {
+                    Some(r) => {
+                        let _ = writeln!(out, "polarc_{name}{{reactor=\"{r}\"}} {v}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "polarc_{name} {v}");
+                    }
+                }
+            }
+        };
+        let json = serde_json::to_value(&self.arc).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
+            for r in &self.reactors {
+                let rv = serde_json::to_value(r.shard).expect("serialise");
+                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
+            }
+            emit(&format!("arc_{k}_total"), "counter", &format!("ARC {k}"), &vals);
+        }
+        let json = serde_json::to_value(self.requests).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
+            for r in &self.reactors {
+                let rv = serde_json::to_value(r.core).expect("serialise");
+                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
+            }
+            emit(&format!("{k}_total"), "counter", &format!("reactor {k}"), &vals);
+        }
+        let json = serde_json::to_value(self.sizes).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            emit(&format!("arc_{k}"), "gauge", &format!("ARC size {k}"), &[(None, v.as_f64().unwrap_or(0.0))]);
+        }
+        let json = serde_json::to_value(self.pool).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            let v = v.as_f64().or_else(|| v.as_bool().map(|b| f64::from(u8::from(b)))).unwrap_or(0.0);
+            emit(&format!("pool_{k}"), "gauge", &format!("buffer pool {k}"), &[(None, v)]);
+        }
+        emit("hit_ratio", "gauge", "demand hit ratio", &[(None, self.hit_ratio)]);
+        emit("hdr_bytes_per_block", "gauge", "header DRAM per block", &[(None, self.hdr_bytes_per_block)]);
+        emit("pin_failures", "gauge", "reactors that failed to pin", &[(None, self.pin_failures as f64)]);
+        out
+    }
+}
