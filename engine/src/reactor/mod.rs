@@ -10,7 +10,7 @@ mod ring;
 mod timer;
 
 pub use poller::{PollStatus, Poller};
-pub use ring::{Mailbox, Pushed};
+pub use ring::{Mailbox, Pushed, Unpark};
 pub use timer::{TimerFn, Timers};
 
 use crate::config::{IdleStrategy, Pinning};

@@ -19,9 +19,27 @@ use loom::sync::atomic::{fence, AtomicU8, Ordering::SeqCst};
 use std::sync::atomic::{fence, AtomicU8, Ordering::SeqCst};
 
 #[cfg(loom)]
-use loom::thread::{self, Thread};
+use loom::thread;
 #[cfg(not(loom))]
-use std::thread::{self, Thread};
+use std::thread;
+
+/// Something that can wake the consumer: its thread handle (std's, or
+/// loom's under the model checker).
+pub trait Unpark: Send + Sync {
+    /// Wakes the consumer.
+    fn unpark(&self);
+}
+impl Unpark for std::thread::Thread {
+    fn unpark(&self) {
+        std::thread::Thread::unpark(self)
+    }
+}
+#[cfg(loom)]
+impl Unpark for loom::thread::Thread {
+    fn unpark(&self) {
+        loom::thread::Thread::unpark(self)
+    }
+}
 
 use crossbeam_utils::CachePadded;
 
@@ -65,15 +83,15 @@ pub enum Pushed {
 
 /// A multi-producer, single-consumer mailbox with park/unpark wake-ups.
 #[derive(Debug)]
-pub struct Mailbox<T> {
+pub struct Mailbox<T, U = std::thread::Thread> {
     queue: CachePadded<Queue<T>>,
     state: CachePadded<AtomicU8>,
-    consumer: Thread,
+    consumer: U,
 }
 
-impl<T> Mailbox<T> {
-    /// A mailbox whose consumer is `consumer`.
-    pub fn new(consumer: Thread) -> Self {
+impl<T, U: Unpark> Mailbox<T, U> {
+    /// A mailbox whose consumer thread is `consumer`.
+    pub fn new(consumer: U) -> Self {
         Mailbox { queue: CachePadded::new(Queue::new()), state: CachePadded::new(AtomicU8::new(0)), consumer }
     }
 
