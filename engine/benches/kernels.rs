@@ -1,1 +1,58 @@
-fn main(){}
+//! Criterion benchmarks of the small kernels: the message ring, the
+//! buffer pool, a shard hit (hash lookup + ARC move) and a trace-style
+//! access with eviction. Whole workloads are measured by `polarc-perf`.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use polarc::bufpool::BufPool;
+use polarc::reactor::Mailbox;
+use polarc::shard::{hash_key, Policy, Shard};
+
+fn ring(c: &mut Criterion) {
+    let m = Mailbox::new(std::thread::current());
+    c.bench_function("ring push+pop (same thread)", |b| {
+        b.iter(|| {
+            let _ = m.push(black_box(1u64));
+            black_box(m.pop())
+        })
+    });
+}
+
+fn pool(c: &mut Criterion) {
+    let p = BufPool::new(64 << 20, 1 << 20, false).unwrap();
+    let _cache = p.register_local_cache();
+    c.bench_function("pool alloc+free 4 KiB (reactor cache)", |b| {
+        b.iter(|| black_box(p.alloc(4096)))
+    });
+}
+
+fn shard(c: &mut Criterion) {
+    let n = 16_384u64;
+    let mut s: Shard<()> = Shard::new(n * 4096 * 2, Policy::Arc);
+    let keys: Vec<[u8; 8]> = (0..n).map(|i| i.to_le_bytes()).collect();
+    for k in &keys {
+        s.access(hash_key(k), k, 4096, || ());
+    }
+    let mut i = 0usize;
+    c.bench_function("shard hit: hash + lookup + ARC move (16K blocks)", |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            let k = &keys[i];
+            black_box(s.lookup_for_read(hash_key(k), k))
+        })
+    });
+    c.bench_function("shard access with eviction (ARC, 1K-block cache)", |b| {
+        b.iter_batched_ref(
+            || Shard::<()>::new(1024 * 512, Policy::Arc),
+            |s| {
+                for j in 0..4096u64 {
+                    let k = (j * 2654435761 % 3000).to_le_bytes();
+                    s.access(hash_key(&k), &k, 512, || ());
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, ring, pool, shard);
+criterion_main!(benches);

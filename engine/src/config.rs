@@ -96,9 +96,13 @@ impl Config {
             return bad("reactors must be at least 1".into());
         }
         if self.reactors > u16::MAX as usize {
-            return bad(format!("{} reactors is more than the supported 65535", self.reactors));
+            return bad(format!(
+                "{} reactors is more than the supported 65535",
+                self.reactors
+            ));
         }
-        if !self.max_block_size.is_power_of_two() || !(512..=2 << 20).contains(&self.max_block_size) {
+        if !self.max_block_size.is_power_of_two() || !(512..=2 << 20).contains(&self.max_block_size)
+        {
             return bad(format!(
                 "max_block_size {} must be a power of two from 512 to 2097152 bytes",
                 self.max_block_size
@@ -119,16 +123,25 @@ impl Config {
         }
         if let Some(p) = self.pool_capacity {
             if p < self.max_block_size as u64 {
-                return bad(format!("pool_capacity {p} is below max_block_size {}", self.max_block_size));
+                return bad(format!(
+                    "pool_capacity {p} is below max_block_size {}",
+                    self.max_block_size
+                ));
             }
         }
         let online = core_affinity::get_core_ids().map_or(0, |c| c.len());
         if let Some(cores) = &self.cores {
             if cores.len() < self.reactors {
-                return bad(format!("{} cores listed for {} reactors", cores.len(), self.reactors));
+                return bad(format!(
+                    "{} cores listed for {} reactors",
+                    cores.len(),
+                    self.reactors
+                ));
             }
             if let Some(c) = cores.iter().find(|&&c| online > 0 && c >= online) {
-                return bad(format!("core {c} does not exist (this machine has {online})"));
+                return bad(format!(
+                    "core {c} does not exist (this machine has {online})"
+                ));
             }
         }
         if self.pinning == Pinning::Required && self.cores.is_none() && self.reactors > online {
@@ -142,7 +155,8 @@ impl Config {
 
     /// The buffer pool size this configuration asks for.
     pub fn effective_pool_capacity(&self) -> u64 {
-        self.pool_capacity.unwrap_or(self.arc_capacity + self.arc_capacity / 2 + (32 << 20))
+        self.pool_capacity
+            .unwrap_or(self.arc_capacity + self.arc_capacity / 2 + (32 << 20))
     }
 }
 
@@ -151,7 +165,10 @@ mod tests {
     use super::*;
 
     fn check(f: impl FnOnce(&mut Config), needle: &str) {
-        let mut c = Config { reactors: 1, ..Config::default() };
+        let mut c = Config {
+            reactors: 1,
+            ..Config::default()
+        };
         f(&mut c);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains(needle), "{e:?} lacks {needle:?}");

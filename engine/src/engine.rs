@@ -5,7 +5,7 @@ use crate::backing::{BackingStore, ReadDone};
 use crate::block::Block;
 use crate::bufpool::BufPool;
 use crate::config::{Config, IdleStrategy, Pinning};
-use crate::core::{Core, Msg, Op, Outcome, Reply, Request};
+use crate::core::{Core, Msg, MsgKey, Op, Outcome, Reply, Request};
 use crate::error::{BackingError, Error, Result};
 use crate::job::{Job, JobReport, JobSpec};
 use crate::reactor::{self, LoopConfig, Mailbox, Pushed};
@@ -43,7 +43,9 @@ pub struct EngineBuilder {
 
 impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineBuilder").field("config", &self.config).finish()
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -145,14 +147,20 @@ impl EngineBuilder {
             _ => {
                 let all = core_affinity::get_core_ids().unwrap_or_default();
                 match &cfg.cores {
-                    Some(list) => Some(list.iter().map(|&id| core_affinity::CoreId { id }).collect::<Vec<_>>()),
+                    Some(list) => Some(
+                        list.iter()
+                            .map(|&id| core_affinity::CoreId { id })
+                            .collect::<Vec<_>>(),
+                    ),
                     None if all.is_empty() => None,
                     None => Some(all),
                 }
             }
         };
         if cfg.pinning == Pinning::Required && core_ids.is_none() {
-            return Err(Error::Config("pinning required, but this OS reports no cores".into()));
+            return Err(Error::Config(
+                "pinning required, but this OS reports no cores".into(),
+            ));
         }
 
         // Threads first, so each mailbox can name its consumer thread.
@@ -171,7 +179,9 @@ impl EngineBuilder {
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
-                    let Ok((mailbox, core)) = rx.recv() else { return None };
+                    let Ok((mailbox, core)) = rx.recv() else {
+                        return None;
+                    };
                     let guard = CloseOnUnwind(mailbox.clone());
                     let stats = reactor::run(lc, mailbox, core);
                     std::mem::forget(guard);
@@ -181,8 +191,10 @@ impl EngineBuilder {
             setups.push(tx);
             threads.push(t);
         }
-        let mailboxes: Arc<[Arc<Mailbox<Msg>>]> =
-            threads.iter().map(|t| Arc::new(Mailbox::new(t.thread().clone()))).collect();
+        let mailboxes: Arc<[Arc<Mailbox<Msg>>]> = threads
+            .iter()
+            .map(|t| Arc::new(Mailbox::new(t.thread().clone())))
+            .collect();
         let per_shard = cfg.arc_capacity / n as u64;
         for (i, tx) in setups.into_iter().enumerate() {
             let core = Core::new(
@@ -193,18 +205,27 @@ impl EngineBuilder {
                 mailboxes.clone(),
                 cfg.max_block_size,
             );
-            tx.send((mailboxes[i].clone(), core)).expect("reactor thread waits for its setup");
+            tx.send((mailboxes[i].clone(), core))
+                .expect("reactor thread waits for its setup");
         }
         if cfg.pinning == Pinning::Required {
             let e = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
             let failed = e.stats().reactors.iter().filter(|r| r.pin_failed).count();
             if failed > 0 {
                 let _ = e.shutdown();
-                return Err(Error::Config(format!("pinning required, but {failed} reactors could not be pinned")));
+                return Err(Error::Config(format!(
+                    "pinning required, but {failed} reactors could not be pinned"
+                )));
             }
             return Ok(e);
         }
-        Ok(Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe()))
+        Ok(Engine::from_parts(
+            cfg,
+            pool,
+            mailboxes,
+            threads,
+            backing.describe(),
+        ))
     }
 }
 
@@ -266,7 +287,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("reactors", &self.inner.mailboxes.len()).finish()
+        f.debug_struct("Engine")
+            .field("reactors", &self.inner.mailboxes.len())
+            .finish()
     }
 }
 
@@ -336,7 +359,10 @@ fn same(b: Option<Block>) -> Option<Block> {
 impl Engine {
     /// A builder with every default (see [`Config`]).
     pub fn builder() -> EngineBuilder {
-        EngineBuilder { config: Config::default(), backing: None }
+        EngineBuilder {
+            config: Config::default(),
+            backing: None,
+        }
     }
 
     fn from_parts(
@@ -361,7 +387,10 @@ impl Engine {
     }
 
     fn submit<T>(&self, op: Op, key: &[u8], map: fn(Option<Block>) -> T) -> OpFuture<T> {
-        let failed = |e| OpFuture { state: FutState::Failed(Some(e)), map };
+        let failed = |e| OpFuture {
+            state: FutState::Failed(Some(e)),
+            map,
+        };
         if key.is_empty() {
             return failed(Error::EmptyKey);
         }
@@ -371,18 +400,29 @@ impl Engine {
         let hash = hash_key(key);
         let mb = &self.inner.mailboxes[shard_of(hash, self.inner.mailboxes.len())];
         let (tx, rx) = oneshot::channel();
-        let req = Request { op, key: key.into(), hash, reply: Reply::Client(tx) };
+        let req = Request {
+            op,
+            key: MsgKey::from_slice(key),
+            hash,
+            reply: Reply::Client(tx),
+        };
         if mb.push(Msg::Request(req)) == Pushed::Closed {
             // Dropping what is left answers its waiters with ShutDown.
             while mb.pop().is_some() {}
         }
-        OpFuture { state: FutState::Waiting(rx), map }
+        OpFuture {
+            state: FutState::Waiting(rx),
+            map,
+        }
     }
 
     fn check_block(&self, data: &[u8]) -> Result<()> {
         let max = self.inner.config.max_block_size;
         if data.is_empty() || data.len() > max {
-            return Err(Error::BlockSize { size: data.len(), max });
+            return Err(Error::BlockSize {
+                size: data.len(),
+                max,
+            });
         }
         Ok(())
     }
@@ -414,7 +454,10 @@ impl Engine {
     /// [`Engine::insert`] as a future.
     pub fn insert_async(&self, key: &[u8], data: &[u8]) -> OpFuture<()> {
         if let Err(e) = self.check_block(data) {
-            return OpFuture { state: FutState::Failed(Some(e)), map: unit };
+            return OpFuture {
+                state: FutState::Failed(Some(e)),
+                map: unit,
+            };
         }
         self.submit(Op::Insert(data.into()), key, unit)
     }
@@ -449,20 +492,29 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             let spec = spec.clone();
             let call = Box::new(move |core: &mut Core| {
-                core.new_pollers.push(Box::new(Job::new(i, spec, max_block, tx)));
+                core.new_pollers
+                    .push(Box::new(Job::new(i, spec, max_block, tx)));
             });
-            if self.inner.shut.load(Ordering::Acquire) || mb.push(Msg::Call(call)) == Pushed::Closed {
+            if self.inner.shut.load(Ordering::Acquire) || mb.push(Msg::Call(call)) == Pushed::Closed
+            {
                 return Err(Error::ShutDown);
             }
             rxs.push(rx);
         }
-        rxs.into_iter().map(|rx| rx.recv().map_err(|_| Error::ShutDown)).collect()
+        rxs.into_iter()
+            .map(|rx| rx.recv().map_err(|_| Error::ShutDown))
+            .collect()
     }
 
     /// A statistics snapshot, gathered from every reactor. After shutdown
     /// it holds the final figures.
     pub fn stats(&self) -> Stats {
-        if let Some(f) = &*self.inner.final_stats.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(f) = &*self
+            .inner
+            .final_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
             return Stats::from_parts(f.clone(), self.inner.pool.stats());
         }
         let mut rxs = vec![];
@@ -476,7 +528,12 @@ impl Engine {
         let reactors: Vec<ReactorStats> = rxs.into_iter().filter_map(|rx| rx.recv().ok()).collect();
         if reactors.len() < self.inner.mailboxes.len() {
             // Shut down meanwhile: the final figures are complete.
-            if let Some(f) = &*self.inner.final_stats.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(f) = &*self
+                .inner
+                .final_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
                 return Stats::from_parts(f.clone(), self.inner.pool.stats());
             }
         }

@@ -4,7 +4,7 @@
 //! `queue_depth` deep.
 #![forbid(unsafe_code)]
 
-use crate::core::{Core, Op, Outcome, Reply, Request};
+use crate::core::{Core, MsgKey, Op, Outcome, Reply, Request};
 use crate::reactor::{PollStatus, Poller};
 use crate::shard::{hash_key, shard_of};
 use rand::rngs::SmallRng;
@@ -77,7 +77,12 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(reactor: usize, spec: JobSpec, max_block: usize, done: oneshot::Sender<JobReport>) -> Self {
+    pub(crate) fn new(
+        reactor: usize,
+        spec: JobSpec,
+        max_block: usize,
+        done: oneshot::Sender<JobReport>,
+    ) -> Self {
         Job {
             rng: SmallRng::seed_from_u64(spec.seed.wrapping_add(reactor as u64)),
             spec,
@@ -85,7 +90,10 @@ impl Job {
             inflight: 0,
             next: None,
             scratch: vec![0; max_block],
-            report: JobReport { reactor, ..JobReport::default() },
+            report: JobReport {
+                reactor,
+                ..JobReport::default()
+            },
             start: None,
             done: Some(done),
         }
@@ -135,7 +143,7 @@ impl Poller<Core> for Job {
                     }
                     None if self.spec.op == JobOp::Read => {
                         self.inflight += 1;
-                        core.start_fill(hash, key.into(), Reply::Reactor(core.id), false);
+                        core.start_fill(hash, &key, Reply::Reactor(core.id), false);
                     }
                     None => self.account(Ok(None)),
                 }
@@ -143,9 +151,18 @@ impl Poller<Core> for Job {
                 self.issued += 1;
                 self.inflight += 1;
                 self.report.remote_ops += 1;
-                let op = if self.spec.op == JobOp::Get { Op::Get } else { Op::Read };
-                let req = Request { op, key: key.into(), hash, reply: Reply::Reactor(core.id) };
-                core.send(owner, crate::core::Msg::Request(req));
+                let op = if self.spec.op == JobOp::Get {
+                    Op::Get
+                } else {
+                    Op::Read
+                };
+                let req = Request {
+                    op,
+                    key: MsgKey::from_slice(&key),
+                    hash,
+                    reply: Reply::Reactor(core.id),
+                };
+                core.queue_request(owner, req);
             } else {
                 self.next = Some(i);
                 break;

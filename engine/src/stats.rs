@@ -128,8 +128,16 @@ impl Stats {
         }
         let accesses = arc.hits + arc.misses;
         Stats {
-            hdr_bytes_per_block: if sizes.headers == 0 { 0.0 } else { sizes.hdr_bytes as f64 / sizes.headers as f64 },
-            hit_ratio: if accesses == 0 { 0.0 } else { arc.hits as f64 / accesses as f64 },
+            hdr_bytes_per_block: if sizes.headers == 0 {
+                0.0
+            } else {
+                sizes.hdr_bytes as f64 / sizes.headers as f64
+            },
+            hit_ratio: if accesses == 0 {
+                0.0
+            } else {
+                arc.hits as f64 / accesses as f64
+            },
             pin_failures: reactors.iter().filter(|r| r.pin_failed).count(),
             arc,
             requests,
@@ -149,7 +157,10 @@ impl Stats {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         let mut emit = |name: &str, kind: &str, help: &str, values: &[(Option<usize>, f64)]| {
-            let _ = writeln!(out, "# HELP polarc_{name} {help}\n# TYPE polarc_{name} {kind}");
+            let _ = writeln!(
+                out,
+                "# HELP polarc_{name} {help}\n# TYPE polarc_{name} {kind}"
+            );
             for (r, v) in values {
                 match r {
                     Some(r) => {
@@ -161,14 +172,19 @@ impl Stats {
                 }
             }
         };
-        let json = serde_json::to_value(&self.arc).expect("serialise");
+        let json = serde_json::to_value(self.arc).expect("serialise");
         for (k, v) in json.as_object().expect("object") {
             let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
             for r in &self.reactors {
                 let rv = serde_json::to_value(r.shard).expect("serialise");
                 vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
             }
-            emit(&format!("arc_{k}_total"), "counter", &format!("ARC {k}"), &vals);
+            emit(
+                &format!("arc_{k}_total"),
+                "counter",
+                &format!("ARC {k}"),
+                &vals,
+            );
         }
         let json = serde_json::to_value(self.requests).expect("serialise");
         for (k, v) in json.as_object().expect("object") {
@@ -177,20 +193,53 @@ impl Stats {
                 let rv = serde_json::to_value(r.core).expect("serialise");
                 vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
             }
-            emit(&format!("{k}_total"), "counter", &format!("reactor {k}"), &vals);
+            emit(
+                &format!("{k}_total"),
+                "counter",
+                &format!("reactor {k}"),
+                &vals,
+            );
         }
         let json = serde_json::to_value(self.sizes).expect("serialise");
         for (k, v) in json.as_object().expect("object") {
-            emit(&format!("arc_{k}"), "gauge", &format!("ARC size {k}"), &[(None, v.as_f64().unwrap_or(0.0))]);
+            emit(
+                &format!("arc_{k}"),
+                "gauge",
+                &format!("ARC size {k}"),
+                &[(None, v.as_f64().unwrap_or(0.0))],
+            );
         }
         let json = serde_json::to_value(self.pool).expect("serialise");
         for (k, v) in json.as_object().expect("object") {
-            let v = v.as_f64().or_else(|| v.as_bool().map(|b| f64::from(u8::from(b)))).unwrap_or(0.0);
-            emit(&format!("pool_{k}"), "gauge", &format!("buffer pool {k}"), &[(None, v)]);
+            let v = v
+                .as_f64()
+                .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+                .unwrap_or(0.0);
+            emit(
+                &format!("pool_{k}"),
+                "gauge",
+                &format!("buffer pool {k}"),
+                &[(None, v)],
+            );
         }
-        emit("hit_ratio", "gauge", "demand hit ratio", &[(None, self.hit_ratio)]);
-        emit("hdr_bytes_per_block", "gauge", "header DRAM per block", &[(None, self.hdr_bytes_per_block)]);
-        emit("pin_failures", "gauge", "reactors that failed to pin", &[(None, self.pin_failures as f64)]);
+        emit(
+            "hit_ratio",
+            "gauge",
+            "demand hit ratio",
+            &[(None, self.hit_ratio)],
+        );
+        emit(
+            "hdr_bytes_per_block",
+            "gauge",
+            "header DRAM per block",
+            &[(None, self.hdr_bytes_per_block)],
+        );
+        emit(
+            "pin_failures",
+            "gauge",
+            "reactors that failed to pin",
+            &[(None, self.pin_failures as f64)],
+        );
         out
     }
 }

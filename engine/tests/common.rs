@@ -30,7 +30,9 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 pub fn content(key: &[u8]) -> Vec<u8> {
     let h = polarc::shard::hash_key(key);
     let len = 512 + (h % 7) as usize * 500;
-    (0..len).map(|i| (h.rotate_left(i as u32 % 64) as u8) ^ (i as u8)).collect()
+    (0..len)
+        .map(|i| (h.rotate_left(i as u32 % 64) as u8) ^ (i as u8))
+        .collect()
 }
 
 /// A store serving [`content`], counting its reads, optionally slow, and
@@ -42,7 +44,9 @@ pub fn counting_store(delay: std::time::Duration) -> (polarc::FnStore, Arc<Atomi
         r.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(delay);
         if key.starts_with(b"fail") {
-            return Err(polarc::BackingError::Other("injected backing failure".into()));
+            return Err(polarc::BackingError::Other(
+                "injected backing failure".into(),
+            ));
         }
         Ok(content(key))
     })

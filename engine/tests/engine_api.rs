@@ -28,7 +28,11 @@ fn read_through_then_hit_get_insert_invalidate() {
     assert_eq!(&*e.read(b"a").unwrap(), &content(b"a")[..]);
     assert_eq!(reads.load(Ordering::Relaxed), 1);
     assert_eq!(&*e.read(b"a").unwrap(), &content(b"a")[..]);
-    assert_eq!(reads.load(Ordering::Relaxed), 1, "second read is an ARC hit");
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        1,
+        "second read is an ARC hit"
+    );
     assert!(e.get(b"a").unwrap().is_some());
 
     e.insert(b"b", b"inserted bytes").unwrap();
@@ -39,7 +43,10 @@ fn read_through_then_hit_get_insert_invalidate() {
     let s = e.stats();
     assert_eq!(s.requests.reads, 2);
     assert_eq!(s.requests.gets, 4);
-    assert_eq!(s.arc.hits + s.arc.misses, s.requests.reads + s.requests.gets);
+    assert_eq!(
+        s.arc.hits + s.arc.misses,
+        s.requests.reads + s.requests.gets
+    );
     assert_eq!(s.arc.hits, 3);
     assert_eq!(s.requests.backing_reads, 1);
     assert!(s.hdr_bytes_per_block > 0.0);
@@ -91,8 +98,14 @@ fn backing_errors_reach_the_caller_and_do_not_poison_the_cache() {
 fn bad_input_is_refused_and_changes_nothing() {
     let (e, _) = engine(1, 1 << 20, 0);
     assert!(matches!(e.read(b""), Err(Error::EmptyKey)));
-    assert!(matches!(e.insert(b"k", &[]), Err(Error::BlockSize { size: 0, max: 4096 })));
-    assert!(matches!(e.insert(b"k", &[1; 4097]), Err(Error::BlockSize { size: 4097, .. })));
+    assert!(matches!(
+        e.insert(b"k", &[]),
+        Err(Error::BlockSize { size: 0, max: 4096 })
+    ));
+    assert!(matches!(
+        e.insert(b"k", &[1; 4097]),
+        Err(Error::BlockSize { size: 4097, .. })
+    ));
     assert!(e.get(b"k").unwrap().is_none());
     assert_eq!(e.stats().requests.insert_requests, 0);
 
@@ -100,18 +113,37 @@ fn bad_input_is_refused_and_changes_nothing() {
         let err = b.hugepages(false).build().unwrap_err().to_string();
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     };
-    refuse(Engine::builder().arc_capacity(0), "arc_capacity must be above zero");
+    refuse(
+        Engine::builder().arc_capacity(0),
+        "arc_capacity must be above zero",
+    );
     refuse(Engine::builder().max_block_size(3000), "power of two");
     refuse(Engine::builder().reactors(0), "reactors must be at least 1");
-    refuse(Engine::builder().reactors(1000).pinning(Pinning::Required).arc_capacity(1 << 40), "pinning required");
+    refuse(
+        Engine::builder()
+            .reactors(1000)
+            .pinning(Pinning::Required)
+            .arc_capacity(1 << 40),
+        "pinning required",
+    );
 }
 
 #[test]
 fn a_block_larger_than_the_backing_limit_is_an_error() {
     let store = polarc::FnStore::new(1, |_k: &[u8]| Ok(vec![7u8; 8192])).unwrap();
-    let e = Engine::builder().reactors(1).max_block_size(4096).arc_capacity(1 << 20).hugepages(false).backing(store).build().unwrap();
+    let e = Engine::builder()
+        .reactors(1)
+        .max_block_size(4096)
+        .arc_capacity(1 << 20)
+        .hugepages(false)
+        .backing(store)
+        .build()
+        .unwrap();
     let err = e.read(b"big").unwrap_err().to_string();
-    assert!(err.contains("8192 B from the backing store is outside 1..=4096"), "{err}");
+    assert!(
+        err.contains("8192 B from the backing store is outside 1..=4096"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,9 +154,13 @@ fn futures_work_without_a_runtime() {
         let b = block_on(f).unwrap();
         assert_eq!(&*b, &content(&(i as u32).to_le_bytes())[..]);
     }
-    assert!(block_on(e.get_async(&3u32.to_le_bytes())).unwrap().is_some());
+    assert!(block_on(e.get_async(&3u32.to_le_bytes()))
+        .unwrap()
+        .is_some());
     block_on(e.invalidate_async(&3u32.to_le_bytes())).unwrap();
-    assert!(block_on(e.get_async(&3u32.to_le_bytes())).unwrap().is_none());
+    assert!(block_on(e.get_async(&3u32.to_le_bytes()))
+        .unwrap()
+        .is_none());
     assert!(matches!(block_on(e.get_async(b"")), Err(Error::EmptyKey)));
 }
 
@@ -139,11 +175,19 @@ fn shutdown_returns_every_buffer_and_later_calls_fail() {
     assert!(s.arc.evict_mru + s.arc.evict_mfu > 0, "the ARC overflowed");
     assert!(s.pool.outstanding > 0);
     e.shutdown().unwrap();
-    assert_eq!(e.stats().pool.outstanding, 1, "only the block the test holds");
+    assert_eq!(
+        e.stats().pool.outstanding,
+        1,
+        "only the block the test holds"
+    );
     drop(held);
     assert_eq!(e.stats().pool.outstanding, 0);
     assert!(matches!(e.read(b"x"), Err(Error::ShutDown)));
-    assert_eq!(e.stats().requests.reads, 501, "final figures survive shutdown");
+    assert_eq!(
+        e.stats().requests.reads,
+        501,
+        "final figures survive shutdown"
+    );
 }
 
 #[test]
@@ -204,7 +248,14 @@ fn stats_render_as_json_and_prometheus() {
 #[test]
 fn the_sim_store_serves_checkable_content() {
     let store = SimStore::new(Latency::Fixed(Duration::from_millis(2)), 4096).unwrap();
-    let e = Engine::builder().reactors(2).arc_capacity(1 << 20).max_block_size(4096).hugepages(false).backing(store).build().unwrap();
+    let e = Engine::builder()
+        .reactors(2)
+        .arc_capacity(1 << 20)
+        .max_block_size(4096)
+        .hugepages(false)
+        .backing(store)
+        .build()
+        .unwrap();
     for i in 0..50u64 {
         let k = polarc::index_key(i);
         assert_eq!(&*e.read(&k).unwrap(), &SimStore::content(&k, 4096, 1.0)[..]);
@@ -219,8 +270,15 @@ fn invalidate_during_a_fill_keeps_the_block_out() {
     e.invalidate(b"k").unwrap();
     std::thread::sleep(Duration::from_millis(80));
     assert_eq!(reads.load(Ordering::Relaxed), 1, "the fill completed");
-    assert!(e.get(b"k").unwrap().is_none(), "an invalidated key is never served");
+    assert!(
+        e.get(b"k").unwrap().is_none(),
+        "an invalidated key is never served"
+    );
     let s = e.stats();
-    assert_eq!((s.sizes.headers, s.sizes.resident_blocks), (0, 0), "the detached header was freed");
+    assert_eq!(
+        (s.sizes.headers, s.sizes.resident_blocks),
+        (0, 0),
+        "the detached header was freed"
+    );
     assert_eq!(s.arc.invalidates, 1);
 }

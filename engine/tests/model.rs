@@ -59,7 +59,11 @@ fn run_thread(e: Engine, t: usize, ops: Vec<(Op, u8)>) -> Result<Counts, String>
     let mut invalidated: HashSet<u8> = HashSet::new();
     for (op, k) in ops {
         // Threads touch shared keys and their own private keys.
-        let k = if k < PRIVATE { k - k % THREADS as u8 + t as u8 } else { k };
+        let k = if k < PRIVATE {
+            k - k % THREADS as u8 + t as u8
+        } else {
+            k
+        };
         if k >= KEYS {
             continue;
         }

@@ -1,4 +1,7 @@
 //! polarc-perf: the perf harness's library (trace readers, workloads,
-//! reports). The binary is `src/main.rs`.
+//! benchmarks). The binary is `src/main.rs`.
 
+pub mod hits;
 pub mod trace;
+pub mod units;
+pub mod workload;

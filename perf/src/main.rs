@@ -1,1 +1,280 @@
-fn main(){}
+//! `polarc-perf`: runs a workload against polarc and reports what it saw.
+//! With no arguments it runs the embedded default: a zipf read-through
+//! workload over a simulated slow store, sized for a laptop.
+
+use clap::Parser;
+use polarc::{Engine, IdleStrategy, Latency, Policy, SimStore};
+use polarc_perf::units::{parse_duration, parse_size};
+use polarc_perf::{hits, workload};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "polarc's perf harness: run a cache workload and report throughput, hit ratio and latency"
+)]
+struct Args {
+    /// Reactors (shards). Default: one per available core.
+    #[arg(long)]
+    reactors: Option<usize>,
+    /// ARC capacity (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    arc: u64,
+    /// L2 device. Only `none` is supported so far.
+    #[arg(long, default_value = "none")]
+    l2: String,
+    /// Backing store: sim:LATENCY (e.g. sim:5ms).
+    #[arg(long, default_value = "sim:200us")]
+    backing: String,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 200_000)]
+    keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value = "4096", value_parser = parse_size)]
+    value_size: u64,
+    /// Value compressibility: 2 means about 2:1.
+    #[arg(long, default_value_t = 2.0)]
+    compressibility: f64,
+    /// Zipf exponent θ; 0 for uniform keys.
+    #[arg(long, default_value_t = 0.99)]
+    zipf: f64,
+    /// Measured operations.
+    #[arg(long, default_value_t = 1_000_000)]
+    ops: u64,
+    /// Operations before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    warmup_ops: u64,
+    /// Client threads.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// Requests in flight per client.
+    #[arg(long, default_value_t = 16)]
+    queue_depth: usize,
+    /// Reactor idle strategy.
+    #[arg(long, default_value = "adaptive", value_parser = ["busy", "adaptive"])]
+    idle: String,
+    /// Replacement policy.
+    #[arg(long, default_value = "arc", value_parser = ["arc", "lru"])]
+    policy: String,
+    /// Write the report as JSON to this path (`-` for stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// Run the ARC-hit benchmark (polarc vs a mutex-sharded HashMap) instead.
+    #[arg(long)]
+    bench_hits: bool,
+    /// Operations per thread for --bench-hits.
+    #[arg(long, default_value_t = 2_000_000)]
+    bench_ops: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("polarc-perf: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> Result<(), String> {
+    if a.bench_hits {
+        return bench_hits(&a);
+    }
+    if a.l2 != "none" {
+        return Err(format!(
+            "--l2 {}: unsupported: the L2 tier is not implemented yet; use --l2 none",
+            a.l2
+        ));
+    }
+    let latency = match a.backing.split_once(':') {
+        Some(("sim", lat)) => {
+            Latency::Fixed(parse_duration(lat).map_err(|e| format!("--backing: {e}"))?)
+        }
+        _ => {
+            return Err(format!(
+                "--backing {:?}: expected sim:LATENCY, e.g. sim:5ms",
+                a.backing
+            ))
+        }
+    };
+    if a.clients == 0 || a.queue_depth == 0 || a.keys == 0 {
+        return Err("--clients, --queue-depth and --keys must be at least 1".into());
+    }
+    if a.compressibility.is_nan() || a.compressibility < 1.0 {
+        return Err(format!(
+            "--compressibility {} must be at least 1",
+            a.compressibility
+        ));
+    }
+    let value = usize::try_from(a.value_size).map_err(|_| "--value-size too large".to_string())?;
+    let max_block = value.next_power_of_two().max(512);
+    let store = SimStore::with_compressibility(latency, value, a.compressibility)
+        .map_err(|e| e.to_string())?;
+    let mut b = Engine::builder()
+        .arc_capacity(a.arc)
+        .max_block_size(max_block)
+        .policy(if a.policy == "lru" {
+            Policy::Lru
+        } else {
+            Policy::Arc
+        })
+        .idle(if a.idle == "busy" {
+            IdleStrategy::Busy
+        } else {
+            IdleStrategy::Adaptive
+        })
+        .backing(store);
+    if let Some(r) = a.reactors {
+        b = b.reactors(r);
+    }
+    let e = b.build().map_err(|e| e.to_string())?;
+    let s0 = e.stats();
+    let mut notes = vec![];
+    if !s0.pool.hugepages {
+        notes
+            .push("buffer pool on normal pages (no 2 MiB hugepages; see env/setup.sh)".to_string());
+    }
+    notes.push("no L2 device (the L2 tier is not implemented yet)".into());
+    println!("note: fell back to: {}", notes.join("; "));
+    println!(
+        "polarc-perf: {} reactors, ARC {} MiB ({}), backing: {}",
+        e.config().reactors,
+        a.arc >> 20,
+        a.policy,
+        e.backing_description()
+    );
+    println!(
+        "workload: {} keys x {} B, {}, {} warm-up + {} measured read-throughs, {} clients x QD {}",
+        a.keys,
+        value,
+        if a.zipf == 0.0 {
+            "uniform".to_string()
+        } else {
+            format!("zipf {}", a.zipf)
+        },
+        a.warmup_ops,
+        a.ops,
+        a.clients,
+        a.queue_depth
+    );
+    let w = workload::Workload {
+        keys: a.keys,
+        zipf: a.zipf,
+        ops: a.ops,
+        warmup_ops: a.warmup_ops,
+        clients: a.clients,
+        queue_depth: a.queue_depth,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let progress = |phase: &str, done: u64, total: u64| {
+        let pct = 100.0 * done as f64 / total.max(1) as f64;
+        if tty {
+            eprint!("\r{phase}: {done}/{total} ({pct:.0}%)   ");
+        } else {
+            eprintln!("{phase}: {done}/{total} ({pct:.0}%)");
+        }
+    };
+    let (r, stats) = workload::run(&e, &w, &progress)?;
+    if tty {
+        eprintln!();
+    }
+    e.shutdown().map_err(|e| e.to_string())?;
+    println!("\n{:<22}{:>14}", "ops/s", format!("{:.0}", r.ops_per_sec));
+    println!(
+        "{:<22}{:>14}",
+        "ARC hit ratio",
+        format!("{:.4}", r.hit_ratio)
+    );
+    println!("{:<22}{:>14}", "errors", r.errors);
+    let [p50, p90, p99, p999, max] = r.latency_us;
+    println!("{:<22}{:>14}", "latency p50 (us)", format!("{p50:.1}"));
+    println!("{:<22}{:>14}", "latency p90 (us)", format!("{p90:.1}"));
+    println!("{:<22}{:>14}", "latency p99 (us)", format!("{p99:.1}"));
+    println!("{:<22}{:>14}", "latency p99.9 (us)", format!("{p999:.1}"));
+    println!("{:<22}{:>14}", "latency max (us)", format!("{max:.1}"));
+    println!(
+        "{:<22}{:>14}",
+        "ARC target p (MiB)",
+        format!("{:.1}", stats.sizes.p / (1 << 20) as f64)
+    );
+    println!(
+        "{:<22}{:>14}",
+        "header B/block",
+        format!("{:.1}", stats.hdr_bytes_per_block)
+    );
+    println!(
+        "{:<22}{:>14}",
+        "backing reads", stats.requests.backing_reads
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        if path == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn bench_hits(a: &Args) -> Result<(), String> {
+    let b = hits::HitBench {
+        ops: a.bench_ops,
+        ..hits::HitBench::default()
+    };
+    let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    let threads = cores.min(2);
+    println!(
+        "ARC-hit benchmark: {} keys x {} B, all resident, {} ops per thread, median of {} runs",
+        b.keys, b.block, b.ops, b.runs
+    );
+    let base_n = hits::baseline(&b, threads);
+    let (jobs, remote) = hits::jobs(&b, threads).map_err(|e| e.to_string())?;
+    let base_1 = hits::baseline(&b, 1);
+    let (client, p50, p99) = hits::client(&b).map_err(|e| e.to_string())?;
+    let row = |r: &hits::HitResult| {
+        let runs: Vec<String> = r.runs.iter().map(|x| format!("{:.2}M", x / 1e6)).collect();
+        println!(
+            "  {:<46} {:>8.2}M ops/s  (runs {})",
+            r.name,
+            r.ops_per_sec / 1e6,
+            runs.join(", ")
+        );
+    };
+    row(&base_n);
+    row(&jobs);
+    println!(
+        "  -> ratio {:.2} (target >= 0.8); {:.0}% of ops were remote",
+        jobs.ops_per_sec / base_n.ops_per_sec,
+        remote * 100.0
+    );
+    row(&base_1);
+    row(&client);
+    println!(
+        "  -> ratio {:.2} (target >= 0.3); blocking hit round trip p50 {:?}, p99 {:?}",
+        client.ops_per_sec / base_1.ops_per_sec,
+        p50,
+        p99
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "baseline_threads": base_n, "jobs": jobs, "jobs_remote_share": remote,
+            "baseline_1_thread": base_1, "client": client,
+            "client_p50_ns": p50.as_nanos() as u64, "client_p99_ns": p99.as_nanos() as u64,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        if path == "-" {
+            println!("{text}")
+        } else {
+            std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))?
+        }
+    }
+    Ok(())
+}

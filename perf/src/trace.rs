@@ -70,7 +70,10 @@ pub enum TraceError {
 
 /// Opens `path`, decompressing `.zst` transparently.
 pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, TraceError> {
-    let io = |source| TraceError::Io { path: path.into(), source };
+    let io = |source| TraceError::Io {
+        path: path.into(),
+        source,
+    };
     let f = File::open(path).map_err(io)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("zst") => Ok(Box::new(zstd::stream::read::Decoder::new(f).map_err(io)?)),
@@ -95,7 +98,11 @@ pub fn read_all(path: &Path, format: Format) -> Result<Vec<Access>, TraceError> 
 pub const LIS_MAX_PAGES_PER_LINE: u64 = 1 << 20;
 
 /// Parses a `lis` trace, calling `f` for every page access.
-pub fn parse_lis(r: impl BufRead, path: &Path, mut f: impl FnMut(Access)) -> Result<(), TraceError> {
+pub fn parse_lis(
+    r: impl BufRead,
+    path: &Path,
+    mut f: impl FnMut(Access),
+) -> Result<(), TraceError> {
     let mut line_no = 0u64;
     let mut line = Vec::new();
     let mut r = r;
@@ -103,20 +110,35 @@ pub fn parse_lis(r: impl BufRead, path: &Path, mut f: impl FnMut(Access)) -> Res
         line.clear();
         let n = r
             .read_until(b'\n', &mut line)
-            .map_err(|source| TraceError::Io { path: path.into(), source })?;
+            .map_err(|source| TraceError::Io {
+                path: path.into(),
+                source,
+            })?;
         if n == 0 {
             return Ok(());
         }
         line_no += 1;
-        let bad = |msg: String| TraceError::Line { path: path.into(), line: line_no, msg };
+        let bad = |msg: String| TraceError::Line {
+            path: path.into(),
+            line: line_no,
+            msg,
+        };
         let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
         let mut fields = text.split_ascii_whitespace();
         let Some(first) = fields.next() else { continue }; // blank line
-        let start: u64 = first.parse().map_err(|_| bad(format!("start {first:?} is not a number")))?;
-        let count = fields.next().ok_or_else(|| bad("missing the block count (2nd field)".into()))?;
-        let count: u64 = count.parse().map_err(|_| bad(format!("block count {count:?} is not a number")))?;
+        let start: u64 = first
+            .parse()
+            .map_err(|_| bad(format!("start {first:?} is not a number")))?;
+        let count = fields
+            .next()
+            .ok_or_else(|| bad("missing the block count (2nd field)".into()))?;
+        let count: u64 = count
+            .parse()
+            .map_err(|_| bad(format!("block count {count:?} is not a number")))?;
         if count > LIS_MAX_PAGES_PER_LINE {
-            return Err(bad(format!("block count {count} exceeds {LIS_MAX_PAGES_PER_LINE}")));
+            return Err(bad(format!(
+                "block count {count} exceeds {LIS_MAX_PAGES_PER_LINE}"
+            )));
         }
         if start.checked_add(count).is_none() {
             return Err(bad(format!("pages {start}+{count} overflow")));
@@ -131,14 +153,21 @@ pub fn parse_lis(r: impl BufRead, path: &Path, mut f: impl FnMut(Access)) -> Res
 pub const ORACLE_RECORD: usize = 24;
 
 /// Parses an oracleGeneral trace, calling `f` for every record.
-pub fn parse_oracle(mut r: impl Read, path: &Path, mut f: impl FnMut(Access)) -> Result<(), TraceError> {
+pub fn parse_oracle(
+    mut r: impl Read,
+    path: &Path,
+    mut f: impl FnMut(Access),
+) -> Result<(), TraceError> {
     let mut buf = vec![0u8; ORACLE_RECORD * 4096];
     let mut filled = 0usize;
     let mut record = 0u64;
     loop {
         let n = r
             .read(&mut buf[filled..])
-            .map_err(|source| TraceError::Io { path: path.into(), source })?;
+            .map_err(|source| TraceError::Io {
+                path: path.into(),
+                source,
+            })?;
         filled += n;
         let whole = filled / ORACLE_RECORD * ORACLE_RECORD;
         for rec in buf[..whole].chunks_exact(ORACLE_RECORD) {
@@ -183,11 +212,23 @@ mod tests {
     fn lis_errors_name_file_and_line() {
         let e = lis("1 1 0 0\nx 2 0 0\n").unwrap_err().to_string();
         assert_eq!(e, "t.lis:2: start \"x\" is not a number");
-        assert!(lis("5\n").unwrap_err().to_string().contains("t.lis:1: missing the block count"));
-        assert!(lis("18446744073709551615 2 0 0").unwrap_err().to_string().contains("overflow"));
-        assert!(lis("1 99999999999 0 0").unwrap_err().to_string().contains("exceeds"));
+        assert!(lis("5\n")
+            .unwrap_err()
+            .to_string()
+            .contains("t.lis:1: missing the block count"));
+        assert!(lis("18446744073709551615 2 0 0")
+            .unwrap_err()
+            .to_string()
+            .contains("overflow"));
+        assert!(lis("1 99999999999 0 0")
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds"));
         let mut n = 0;
-        let e = parse_lis(&[0xff, b' ', b'1', b'\n'][..], Path::new("t.lis"), |_| n += 1).unwrap_err();
+        let e = parse_lis(&[0xff, b' ', b'1', b'\n'][..], Path::new("t.lis"), |_| {
+            n += 1
+        })
+        .unwrap_err();
         assert_eq!(e.to_string(), "t.lis:1: not UTF-8 text");
     }
 
@@ -202,7 +243,10 @@ mod tests {
         }
         let mut v = vec![];
         parse_oracle(&bytes[..], Path::new("t.bin"), |a| v.push(a)).unwrap();
-        assert_eq!(v, vec![Access { id: 5, size: 4096 }, Access { id: 6, size: 512 }]);
+        assert_eq!(
+            v,
+            vec![Access { id: 5, size: 4096 }, Access { id: 6, size: 512 }]
+        );
         let e = parse_oracle(&bytes[..30], Path::new("t.bin"), |_| {}).unwrap_err();
         assert_eq!(e.to_string(), "t.bin: record 1: truncated: 6 of 24 bytes");
     }

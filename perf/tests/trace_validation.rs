@@ -19,7 +19,10 @@ fn trace_path(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        println!("skipped: trace {} not found (set POLARC_TRACES)", p.display());
+        println!(
+            "skipped: trace {} not found (set POLARC_TRACES)",
+            p.display()
+        );
         None
     }
 }
@@ -27,7 +30,9 @@ fn trace_path(name: &str) -> Option<PathBuf> {
 /// Replays `trace` through `shards` shards of total capacity `bytes`,
 /// routing keys as the engine does. Returns (hits, misses).
 fn replay(trace: &[Access], bytes: u64, policy: Policy, shards: usize) -> (u64, u64) {
-    let mut s: Vec<Shard<()>> = (0..shards).map(|_| Shard::new(bytes / shards as u64, policy)).collect();
+    let mut s: Vec<Shard<()>> = (0..shards)
+        .map(|_| Shard::new(bytes / shards as u64, policy))
+        .collect();
     let (mut hits, mut misses) = (0, 0);
     for a in trace {
         let key = a.id.to_le_bytes();
@@ -46,20 +51,35 @@ fn ratio((h, m): (u64, u64)) -> f64 {
 }
 
 /// Table IV of the ARC paper: (c in 512-byte pages, LRU %, ARC %).
-const OLTP_TABLE_IV: [(u64, f64, f64); 5] =
-    [(1000, 32.83, 38.93), (2000, 42.47, 46.08), (5000, 53.65, 55.25), (10000, 60.70, 61.87), (15000, 64.63, 65.40)];
+const OLTP_TABLE_IV: [(u64, f64, f64); 5] = [
+    (1000, 32.83, 38.93),
+    (2000, 42.47, 46.08),
+    (5000, 53.65, 55.25),
+    (10000, 60.70, 61.87),
+    (15000, 64.63, 65.40),
+];
 
 #[test]
 fn oltp_reproduces_arc_paper_table_iv() {
-    let Some(path) = trace_path("OLTP.lis.zst") else { return };
+    let Some(path) = trace_path("OLTP.lis.zst") else {
+        return;
+    };
     let t = trace::read_all(&path, Format::Lis).unwrap();
     assert_eq!(t.len(), 914_145, "page requests in OLTP");
     for (c, lru_paper, arc_paper) in OLTP_TABLE_IV {
         let lru = ratio(replay(&t, c * 512, Policy::Lru, 1));
         let arc = ratio(replay(&t, c * 512, Policy::Arc, 1));
-        println!("OLTP c={c:>5}: LRU {lru:.4} (paper {lru_paper}), ARC {arc:.4} (paper {arc_paper})");
-        assert!((lru - lru_paper).abs() <= 0.01, "LRU at c={c}: {lru:.4} vs {lru_paper}");
-        assert!((arc - arc_paper).abs() <= 0.05, "ARC at c={c}: {arc:.4} vs {arc_paper}");
+        println!(
+            "OLTP c={c:>5}: LRU {lru:.4} (paper {lru_paper}), ARC {arc:.4} (paper {arc_paper})"
+        );
+        assert!(
+            (lru - lru_paper).abs() <= 0.01,
+            "LRU at c={c}: {lru:.4} vs {lru_paper}"
+        );
+        assert!(
+            (arc - arc_paper).abs() <= 0.05,
+            "ARC at c={c}: {arc:.4} vs {arc_paper}"
+        );
     }
 }
 
@@ -68,7 +88,9 @@ fn oltp_reproduces_arc_paper_table_iv() {
 /// figures are in docs/sharding.md) and checks it stays small.
 #[test]
 fn oltp_sharding_effect() {
-    let Some(path) = trace_path("OLTP.lis.zst") else { return };
+    let Some(path) = trace_path("OLTP.lis.zst") else {
+        return;
+    };
     let t = trace::read_all(&path, Format::Lis).unwrap();
     for c in [1000u64, 10000] {
         let one = ratio(replay(&t, c * 512, Policy::Arc, 1));
@@ -76,7 +98,10 @@ fn oltp_sharding_effect() {
         for n in [2, 4, 8] {
             let r = ratio(replay(&t, c * 512, Policy::Arc, n));
             line += &format!(", {n} shards {r:.2}");
-            assert!((r - one).abs() < 1.5, "{n} shards at c={c}: {r:.2} vs {one:.2}");
+            assert!(
+                (r - one).abs() < 1.5,
+                "{n} shards at c={c}: {r:.2} vs {one:.2}"
+            );
         }
         println!("{line}");
     }
@@ -90,7 +115,9 @@ const CLOUDPHYSICS_ARC_MISSES: [u64; 8] = [90252, 85861, 78168, 74297, 67381, 65
 
 #[test]
 fn cloudphysics_byte_capacity_matches_libcachesim() {
-    let Some(path) = trace_path("cloudPhysicsIO.oracleGeneral.bin") else { return };
+    let Some(path) = trace_path("cloudPhysicsIO.oracleGeneral.bin") else {
+        return;
+    };
     let t = trace::read_all(&path, Format::Oracle).unwrap();
     assert_eq!(t.len(), 113_872, "requests in cloudPhysicsIO");
     let mut arc_better = 0;
@@ -106,5 +133,8 @@ fn cloudphysics_byte_capacity_matches_libcachesim() {
             arc_better += 1;
         }
     }
-    assert!(arc_better >= 6, "ARC beat LRU at only {arc_better} of 8 sizes");
+    assert!(
+        arc_better >= 6,
+        "ARC beat LRU at only {arc_better} of 8 sizes"
+    );
 }

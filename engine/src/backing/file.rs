@@ -32,7 +32,10 @@ impl FileStore {
         let read = move |key: &[u8]| -> ReadResult {
             let (off, n) = map(key).ok_or_else(|| BackingError::NotFound(hex_key(key)))?;
             if off.checked_add(n as u64).is_none_or(|end| end > len) {
-                return Err(BackingError::NotFound(format!("{} (range {off}+{n} past end {len})", hex_key(key))));
+                return Err(BackingError::NotFound(format!(
+                    "{} (range {off}+{n} past end {len})",
+                    hex_key(key)
+                )));
             }
             let mut buf = vec![0u8; n];
             file.read_exact_at(&mut buf, off)?;
@@ -46,7 +49,11 @@ impl FileStore {
 
     /// Opens `path` as an array of `block_size`-byte blocks: the key is a
     /// block number, 8 bytes little-endian.
-    pub fn with_block_size(path: &Path, block_size: usize, threads: usize) -> std::io::Result<Self> {
+    pub fn with_block_size(
+        path: &Path,
+        block_size: usize,
+        threads: usize,
+    ) -> std::io::Result<Self> {
         let map = move |key: &[u8]| -> Option<(u64, usize)> {
             let n = u64::from_le_bytes(key.try_into().ok()?);
             Some((n.checked_mul(block_size as u64)?, block_size))
@@ -77,8 +84,13 @@ impl std::fmt::Debug for FnStore {
 
 impl FnStore {
     /// Runs `f` for every read, on `threads` worker threads.
-    pub fn new(threads: usize, f: impl Fn(&[u8]) -> ReadResult + Send + Sync + 'static) -> std::io::Result<Self> {
-        Ok(FnStore { workers: Workers::new(threads, "polarc-fn", Arc::new(f))? })
+    pub fn new(
+        threads: usize,
+        f: impl Fn(&[u8]) -> ReadResult + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        Ok(FnStore {
+            workers: Workers::new(threads, "polarc-fn", Arc::new(f))?,
+        })
     }
 }
 
@@ -112,10 +124,16 @@ mod tests {
         let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         f.write_all(&data).unwrap();
         let s = FileStore::with_block_size(f.path(), 1024, 2).unwrap();
-        assert_eq!(read_sync(&s, &2u64.to_le_bytes()).unwrap(), &data[2048..3072]);
+        assert_eq!(
+            read_sync(&s, &2u64.to_le_bytes()).unwrap(),
+            &data[2048..3072]
+        );
         let e = read_sync(&s, &4u64.to_le_bytes()).unwrap_err();
         assert!(e.to_string().contains("past end"), "{e}");
-        assert!(matches!(read_sync(&s, b"bad"), Err(BackingError::NotFound(_))));
+        assert!(matches!(
+            read_sync(&s, b"bad"),
+            Err(BackingError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -81,32 +81,47 @@ impl SimStore {
     }
 
     /// A store whose blocks compress about `ratio`:1 (1.0: random bytes).
-    pub fn with_compressibility(latency: Latency, block_size: usize, ratio: f64) -> std::io::Result<Self> {
+    pub fn with_compressibility(
+        latency: Latency,
+        block_size: usize,
+        ratio: f64,
+    ) -> std::io::Result<Self> {
         let q: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let block = block_size;
         let q2 = q.clone();
-        let thread = std::thread::Builder::new().name("polarc-sim".into()).spawn(move || {
-            let (m, cv) = &*q2;
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                let now = Instant::now();
-                match g.heap.peek() {
-                    Some(p) if p.at <= now => {
-                        let p = g.heap.pop().expect("peeked");
-                        drop(g);
-                        p.done.complete(Ok(Self::content(&p.key, block, ratio)));
-                        g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let thread = std::thread::Builder::new()
+            .name("polarc-sim".into())
+            .spawn(move || {
+                let (m, cv) = &*q2;
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let now = Instant::now();
+                    match g.heap.peek() {
+                        Some(p) if p.at <= now => {
+                            let p = g.heap.pop().expect("peeked");
+                            drop(g);
+                            p.done.complete(Ok(Self::content(&p.key, block, ratio)));
+                            g = m.lock().unwrap_or_else(|e| e.into_inner());
+                        }
+                        Some(p) => {
+                            let wait = p.at - now;
+                            g = cv
+                                .wait_timeout(g, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                        None if g.closed => return,
+                        None => g = cv.wait(g).unwrap_or_else(|e| e.into_inner()),
                     }
-                    Some(p) => {
-                        let wait = p.at - now;
-                        g = cv.wait_timeout(g, wait).unwrap_or_else(|e| e.into_inner()).0;
-                    }
-                    None if g.closed => return,
-                    None => g = cv.wait(g).unwrap_or_else(|e| e.into_inner()),
                 }
-            }
-        })?;
-        Ok(SimStore { latency, block_size, compressibility: ratio.max(1.0), q, thread: Some(thread) })
+            })?;
+        Ok(SimStore {
+            latency,
+            block_size,
+            compressibility: ratio.max(1.0),
+            q,
+            thread: Some(thread),
+        })
     }
 
     /// The block of `key`: `len` bytes, a pure function of the key. A
@@ -129,12 +144,20 @@ impl SimStore {
 
 impl BackingStore for SimStore {
     fn read(&self, key: &[u8], done: ReadDone) {
-        let at = Instant::now() + self.latency.sample(crate::shard::hash_key(key) ^ 0x5bd1e995);
+        let at = Instant::now()
+            + self
+                .latency
+                .sample(crate::shard::hash_key(key) ^ 0x5bd1e995);
         let (m, cv) = &*self.q;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
         g.seq += 1;
         let seq = g.seq;
-        g.heap.push(Pending { at, seq, key: key.into(), done });
+        g.heap.push(Pending {
+            at,
+            seq,
+            key: key.into(),
+            done,
+        });
         drop(g);
         cv.notify_one();
     }
@@ -143,7 +166,10 @@ impl BackingStore for SimStore {
             Latency::Fixed(d) => format!("{d:?}"),
             Latency::Uniform(a, b) => format!("uniform {a:?}..{b:?}"),
         };
-        format!("simulated store, {} B blocks, {lat} latency, ~{}:1 compressible", self.block_size, self.compressibility)
+        format!(
+            "simulated store, {} B blocks, {lat} latency, ~{}:1 compressible",
+            self.block_size, self.compressibility
+        )
     }
 }
 
@@ -180,14 +206,20 @@ mod tests {
         for k in [b"b".as_slice(), b"a"] {
             let tx = tx.clone();
             let key = k.to_vec();
-            s.read(k, ReadDone::new(move |r| tx.send((key, r.unwrap(), t0.elapsed())).unwrap()));
+            s.read(
+                k,
+                ReadDone::new(move |r| tx.send((key, r.unwrap(), t0.elapsed())).unwrap()),
+            );
         }
         for _ in 0..2 {
             let (key, data, took) = rx.recv().unwrap();
             assert!(took >= Duration::from_millis(20), "{took:?}");
             assert_eq!(data, SimStore::content(&key, 4096, 1.0));
         }
-        assert_ne!(SimStore::content(b"a", 64, 1.0), SimStore::content(b"b", 64, 1.0));
+        assert_ne!(
+            SimStore::content(b"a", 64, 1.0),
+            SimStore::content(b"b", 64, 1.0)
+        );
     }
 
     #[test]

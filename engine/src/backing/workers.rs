@@ -20,14 +20,19 @@ impl Workers {
             .map(|i| {
                 let rx = rx.clone();
                 let read = read.clone();
-                std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
-                    for (key, done) in rx {
-                        done.complete(read(&key));
-                    }
-                })
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || {
+                        for (key, done) in rx {
+                            done.complete(read(&key));
+                        }
+                    })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Workers { tx: Some(tx), threads })
+        Ok(Workers {
+            tx: Some(tx),
+            threads,
+        })
     }
 
     pub(crate) fn submit(&self, key: &[u8], done: ReadDone) {

@@ -13,8 +13,8 @@
 
 mod region;
 
-pub use region::HUGEPAGE;
 use region::Region;
+pub use region::HUGEPAGE;
 
 use crossbeam_queue::SegQueue;
 use std::cell::RefCell;
@@ -138,10 +138,12 @@ impl BufPool {
         };
         let size = self.shared.classes[class];
         self.shared.outstanding.fetch_add(1, Relaxed);
-        self.shared.outstanding_bytes.fetch_add(size as u64, Relaxed);
+        self.shared
+            .outstanding_bytes
+            .fetch_add(size as u64, Relaxed);
         Some(BufMut(Arc::new(Inner {
             pool: self.shared.clone(),
-            // SAFETY-free: `take` only returns non-null pointers into the region.
+            // `take` only returns pointers into the region, never null.
             ptr: NonNull::new(ptr as *mut u8).expect("pool pointer is null"),
             class: class as u8,
             len: size as u32,
@@ -225,10 +227,15 @@ impl BufPool {
 
 fn give_back(s: &Shared, ptr: usize, class: usize) {
     s.outstanding.fetch_sub(1, Relaxed);
-    s.outstanding_bytes.fetch_sub(s.classes[class] as u64, Relaxed);
+    s.outstanding_bytes
+        .fetch_sub(s.classes[class] as u64, Relaxed);
     let kept = LOCAL.try_with(|l| {
-        let Ok(mut l) = l.try_borrow_mut() else { return false };
-        let Some((_, caches)) = l.iter_mut().find(|(id, _)| *id == s.id) else { return false };
+        let Ok(mut l) = l.try_borrow_mut() else {
+            return false;
+        };
+        let Some((_, caches)) = l.iter_mut().find(|(id, _)| *id == s.id) else {
+            return false;
+        };
         let cache = &mut caches[class];
         cache.push(ptr);
         if cache.len() >= 4 * BATCH {
@@ -313,7 +320,10 @@ impl BufMut {
     /// Makes the first `len` bytes a shared, read-only buffer.
     pub fn freeze(mut self, len: usize) -> Buf {
         let inner = Arc::get_mut(&mut self.0).expect("BufMut is unique");
-        assert!(len <= inner.pool.classes[inner.class as usize], "freeze past capacity");
+        assert!(
+            len <= inner.pool.classes[inner.class as usize],
+            "freeze past capacity"
+        );
         inner.len = len as u32;
         Buf(self.0)
     }
@@ -381,7 +391,10 @@ mod tests {
         drop(a);
         assert!(pool.alloc(1 << 20).is_some());
         drop(b);
-        assert!(pool.alloc((1 << 20) + 1).is_none(), "above the largest class");
+        assert!(
+            pool.alloc((1 << 20) + 1).is_none(),
+            "above the largest class"
+        );
     }
 
     #[test]
@@ -402,7 +415,9 @@ mod tests {
         let s = pool.stats();
         assert_eq!(s.outstanding, 0);
         // After the reactor left, its cached buffers are usable by others.
-        let all: Vec<_> = (0..(s.slabs_used as usize * HUGEPAGE / 4096)).map(|_| pool.alloc(4096).unwrap()).collect();
+        let all: Vec<_> = (0..(s.slabs_used as usize * HUGEPAGE / 4096))
+            .map(|_| pool.alloc(4096).unwrap())
+            .collect();
         assert!(!all.is_empty());
     }
 

@@ -29,7 +29,11 @@ impl Region {
             // No MAP_NORESERVE here: without a reservation a hugetlb mapping
             // succeeds with zero hugepages free and SIGBUSes on first touch.
             if let Some(ptr) = Self::mmap(len, libc::MAP_HUGETLB) {
-                return Ok(Region { ptr, len, hugepages: true });
+                return Ok(Region {
+                    ptr,
+                    len,
+                    hugepages: true,
+                });
             }
         }
         let ptr = Self::mmap(len, libc::MAP_NORESERVE).ok_or_else(std::io::Error::last_os_error)?;
@@ -38,7 +42,11 @@ impl Region {
         unsafe {
             libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
         }
-        Ok(Region { ptr, len, hugepages: false })
+        Ok(Region {
+            ptr,
+            len,
+            hugepages: false,
+        })
     }
 
     fn mmap(len: usize, extra_flags: libc::c_int) -> Option<NonNull<u8>> {

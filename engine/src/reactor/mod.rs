@@ -37,7 +37,11 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
             core.pinned_core = Some(cid.id);
         } else {
             core.pin_failed = true;
-            log::warn!("reactor {}: could not pin to core {}; running unpinned", core.id, cid.id);
+            log::warn!(
+                "reactor {}: could not pin to core {}; running unpinned",
+                core.id,
+                cid.id
+            );
         }
     }
     let local_cache = core.pool.register_local_cache();
@@ -70,6 +74,9 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
         if !timers.is_empty() && timers.run_due(Instant::now(), &mut core) > 0 {
             busy = true;
         }
+        if core.flush() {
+            busy = true;
+        }
         if busy {
             core.counters.busy_loops += 1;
             idle_since = None;
@@ -87,7 +94,9 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
                 if now - since < cfg.spin_before_park {
                     std::hint::spin_loop();
                 } else {
-                    let timeout = timers.next_deadline().map(|d| d.saturating_duration_since(now));
+                    let timeout = timers
+                        .next_deadline()
+                        .map(|d| d.saturating_duration_since(now));
                     core.counters.parks += 1;
                     mailbox.park(timeout);
                     idle_since = None;

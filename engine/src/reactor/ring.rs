@@ -92,7 +92,11 @@ pub struct Mailbox<T, U = std::thread::Thread> {
 impl<T, U: Unpark> Mailbox<T, U> {
     /// A mailbox whose consumer thread is `consumer`.
     pub fn new(consumer: U) -> Self {
-        Mailbox { queue: CachePadded::new(Queue::new()), state: CachePadded::new(AtomicU8::new(0)), consumer }
+        Mailbox {
+            queue: CachePadded::new(Queue::new()),
+            state: CachePadded::new(AtomicU8::new(0)),
+            consumer,
+        }
     }
 
     /// Sends a message, waking the consumer if it sleeps.

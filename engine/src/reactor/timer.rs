@@ -17,13 +17,19 @@ pub struct Timers<C> {
 
 impl<C> std::fmt::Debug for Timers<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timers").field("armed", &self.heap.len()).finish()
+        f.debug_struct("Timers")
+            .field("armed", &self.heap.len())
+            .finish()
     }
 }
 
 impl<C> Default for Timers<C> {
     fn default() -> Self {
-        Timers { heap: BinaryHeap::new(), fns: std::collections::HashMap::new(), next_id: 0 }
+        Timers {
+            heap: BinaryHeap::new(),
+            fns: std::collections::HashMap::new(),
+            next_id: 0,
+        }
     }
 }
 
@@ -49,7 +55,9 @@ impl<C> Timers<C> {
                 break;
             }
             self.heap.pop();
-            let Some(mut f) = self.fns.remove(&id) else { continue };
+            let Some(mut f) = self.fns.remove(&id) else {
+                continue;
+            };
             ran += 1;
             if let Some(again) = f(ctx) {
                 self.fns.insert(id, f);
@@ -72,14 +80,20 @@ mod tests {
     #[test]
     fn due_timers_run_in_order_and_periodic_ones_rearm() {
         let mut t: Timers<Vec<u32>> = Timers::default();
-        t.add(Duration::from_millis(2), Box::new(|v| {
-            v.push(2);
-            None
-        }));
-        t.add(Duration::ZERO, Box::new(|v| {
-            v.push(1);
-            Some(Duration::from_millis(1))
-        }));
+        t.add(
+            Duration::from_millis(2),
+            Box::new(|v| {
+                v.push(2);
+                None
+            }),
+        );
+        t.add(
+            Duration::ZERO,
+            Box::new(|v| {
+                v.push(1);
+                Some(Duration::from_millis(1))
+            }),
+        );
         let mut v = vec![];
         let now = Instant::now();
         assert_eq!(t.run_due(now, &mut v), 1);

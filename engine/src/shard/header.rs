@@ -70,7 +70,13 @@ impl Flags {
 
 impl std::fmt::Debug for Flags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const NAMES: [&str; 5] = ["IO_IN_PROGRESS", "PREFETCH", "L2_ELIGIBLE", "L2_WRITING", "DETACHED"];
+        const NAMES: [&str; 5] = [
+            "IO_IN_PROGRESS",
+            "PREFETCH",
+            "L2_ELIGIBLE",
+            "L2_WRITING",
+            "DETACHED",
+        ];
         let set: Vec<&str> = NAMES
             .iter()
             .enumerate()
@@ -95,7 +101,11 @@ pub struct L2Loc {
 
 impl L2Loc {
     /// No L2 copy.
-    pub const NONE: L2Loc = L2Loc { addr: u64::MAX, asize: 0, cksum: 0 };
+    pub const NONE: L2Loc = L2Loc {
+        addr: u64::MAX,
+        asize: 0,
+        cksum: 0,
+    };
     /// True when this names a copy on a device.
     pub fn is_some(&self) -> bool {
         self.addr != u64::MAX

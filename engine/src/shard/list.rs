@@ -22,7 +22,12 @@ impl Default for List {
 
 impl List {
     /// An empty list.
-    pub const EMPTY: List = List { head: NIL, tail: NIL, bytes: 0, len: 0 };
+    pub const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+        bytes: 0,
+        len: 0,
+    };
 
     /// The least recently used header, if any.
     pub fn tail(&self) -> Option<HeaderIdx> {
@@ -71,7 +76,10 @@ impl List {
     }
 
     /// Walks from the LRU end towards the MRU end.
-    pub fn iter_from_tail<'a, T>(&self, slab: &'a [Header<T>]) -> impl Iterator<Item = HeaderIdx> + 'a {
+    pub fn iter_from_tail<'a, T>(
+        &self,
+        slab: &'a [Header<T>],
+    ) -> impl Iterator<Item = HeaderIdx> + 'a {
         let mut cur = self.tail;
         std::iter::from_fn(move || {
             if cur == NIL {
@@ -89,7 +97,9 @@ mod tests {
     use super::*;
 
     fn slab(n: usize) -> Vec<Header<()>> {
-        (0..n).map(|i| Header::new(vec![i as u8].into_boxed_slice(), 10 + i as u32)).collect()
+        (0..n)
+            .map(|i| Header::new(vec![i as u8].into_boxed_slice(), 10 + i as u32))
+            .collect()
     }
 
     #[test]

@@ -146,7 +146,9 @@ impl<T> Shard<T> {
 
     /// Finds the header of `key`, whatever its state.
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<HeaderIdx> {
-        self.table.find(hash, |&i| &*self.slab[i as usize].key == key).copied()
+        self.table
+            .find(hash, |&i| &*self.slab[i as usize].key == key)
+            .copied()
     }
 
     /// The header at `idx`.
@@ -224,7 +226,13 @@ impl<T> Shard<T> {
     /// Completes a fill begun by [`Shard::begin_fill`]: the block enters
     /// the ARC (cases II to IV), evicting as needed. On rejection the data
     /// is handed back and the header is cleaned up.
-    pub fn complete_fill(&mut self, idx: HeaderIdx, size: u32, data: T, flags: Flags) -> Result<(), (Rejected, T)> {
+    pub fn complete_fill(
+        &mut self,
+        idx: HeaderIdx,
+        size: u32,
+        data: T,
+        flags: Flags,
+    ) -> Result<(), (Rejected, T)> {
         let h = &mut self.slab[idx as usize];
         debug_assert!(h.flags.contains(Flags::IO_IN_PROGRESS));
         h.flags.remove(Flags::IO_IN_PROGRESS);
@@ -409,8 +417,13 @@ impl<T> Shard<T> {
     fn make_room(&mut self, s: u64, x_in_b2: bool) {
         while self.t1.bytes + self.t2.bytes + s > self.c {
             let t1 = self.t1.bytes as f64;
-            let from_t1 = self.t1.len > 0 && ((x_in_b2 && t1 == self.p) || t1 > self.p || self.t2.len == 0);
-            let victim = if from_t1 { self.t1.tail() } else { self.t2.tail() };
+            let from_t1 =
+                self.t1.len > 0 && ((x_in_b2 && t1 == self.p) || t1 > self.p || self.t2.len == 0);
+            let victim = if from_t1 {
+                self.t1.tail()
+            } else {
+                self.t2.tail()
+            };
             let Some(v) = victim else { break };
             self.evict_resident(v, true);
         }
@@ -424,7 +437,9 @@ impl<T> Shard<T> {
             self.drop_ghost(g);
         }
         while self.t1.bytes + self.t2.bytes + self.b1.bytes + self.b2.bytes > 2 * self.c {
-            let Some(g) = self.b2.tail().or_else(|| self.b1.tail()) else { break };
+            let Some(g) = self.b2.tail().or_else(|| self.b1.tail()) else {
+                break;
+            };
             self.drop_ghost(g);
         }
     }
@@ -509,7 +524,8 @@ impl<T> Shard<T> {
             *h = Header::new(key, 0);
             idx
         } else {
-            let idx = HeaderIdx::try_from(self.slab.len()).expect("more than 2^32 headers in one shard");
+            let idx =
+                HeaderIdx::try_from(self.slab.len()).expect("more than 2^32 headers in one shard");
             self.slab.push(Header::new(key, 0));
             idx
         }

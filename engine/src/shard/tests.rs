@@ -29,7 +29,14 @@ struct PaperArc {
 
 impl PaperArc {
     fn new(c: usize) -> Self {
-        PaperArc { c, p: 0.0, t1: VecDeque::new(), t2: VecDeque::new(), b1: VecDeque::new(), b2: VecDeque::new() }
+        PaperArc {
+            c,
+            p: 0.0,
+            t1: VecDeque::new(),
+            t2: VecDeque::new(),
+            b1: VecDeque::new(),
+            b2: VecDeque::new(),
+        }
     }
     fn take(l: &mut VecDeque<u64>, x: u64) -> bool {
         match l.iter().position(|&y| y == x) {
@@ -56,7 +63,11 @@ impl PaperArc {
             return true;
         }
         if self.b1.contains(&x) {
-            let d = if self.b1.len() >= self.b2.len() { 1.0 } else { self.b2.len() as f64 / self.b1.len() as f64 };
+            let d = if self.b1.len() >= self.b2.len() {
+                1.0
+            } else {
+                self.b2.len() as f64 / self.b1.len() as f64
+            };
             self.p = (self.p + d).min(self.c as f64);
             self.replace(false);
             Self::take(&mut self.b1, x);
@@ -64,7 +75,11 @@ impl PaperArc {
             return false;
         }
         if self.b2.contains(&x) {
-            let d = if self.b2.len() >= self.b1.len() { 1.0 } else { self.b1.len() as f64 / self.b2.len() as f64 };
+            let d = if self.b2.len() >= self.b1.len() {
+                1.0
+            } else {
+                self.b1.len() as f64 / self.b2.len() as f64
+            };
             self.p = (self.p - d).max(0.0);
             self.replace(true);
             Self::take(&mut self.b2, x);
@@ -98,7 +113,10 @@ fn new_blocks_enter_mru_and_promote_to_mfu() {
     assert_eq!(state_of(&s, 1), Some(State::Mru));
     assert!(access(&mut s, 1, 1));
     assert_eq!(state_of(&s, 1), Some(State::Mfu));
-    assert_eq!((s.counters.hits, s.counters.misses, s.counters.mru_hits), (1, 1, 1));
+    assert_eq!(
+        (s.counters.hits, s.counters.misses, s.counters.mru_hits),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -157,7 +175,10 @@ fn invalidate_during_fill_detaches_and_fill_is_rejected() {
     // A new fill of the same key may start while the old one is in flight.
     let idx2 = s.begin_fill(h, &key);
     assert_ne!(idx, idx2);
-    assert_eq!(s.complete_fill(idx, 10, 7, Flags::empty()), Err((Rejected::Detached, 7)));
+    assert_eq!(
+        s.complete_fill(idx, 10, 7, Flags::empty()),
+        Err((Rejected::Detached, 7))
+    );
     assert_eq!(s.complete_fill(idx2, 10, 8, Flags::empty()), Ok(()));
     assert_eq!(s.header(s.find(h, &key).unwrap()).data, Some(8));
     assert_eq!(s.sizes().headers, 1);

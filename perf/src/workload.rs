@@ -1,0 +1,183 @@
+//! Read-through workloads driven from client threads, each keeping a
+//! fixed number of requests in flight through the engine's futures.
+
+use polarc::{index_key, Engine, Stats};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::Distribution;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A read-through workload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Workload {
+    /// Distinct keys, `index_key(0..keys)`.
+    pub keys: u64,
+    /// Zipf exponent θ; 0 means uniform.
+    pub zipf: f64,
+    /// Measured operations.
+    pub ops: u64,
+    /// Operations before measuring.
+    pub warmup_ops: u64,
+    /// Client threads.
+    pub clients: usize,
+    /// Requests in flight per client.
+    pub queue_depth: usize,
+}
+
+/// What a run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    /// Measured operations.
+    pub ops: u64,
+    /// Wall time of the measured part.
+    pub seconds: f64,
+    /// Throughput.
+    pub ops_per_sec: f64,
+    /// ARC hit ratio over the measured part.
+    pub hit_ratio: f64,
+    /// Latency percentiles in µs: p50, p90, p99, p99.9, max.
+    pub latency_us: [f64; 5],
+    /// Operations that failed.
+    pub errors: u64,
+}
+
+enum Keys {
+    Uniform(u64),
+    Zipf(rand_distr::Zipf<f64>),
+}
+
+impl Keys {
+    fn new(w: &Workload) -> Result<Keys, String> {
+        if w.zipf == 0.0 {
+            return Ok(Keys::Uniform(w.keys));
+        }
+        rand_distr::Zipf::new(w.keys, w.zipf)
+            .map(Keys::Zipf)
+            .map_err(|e| format!("--zipf {}: {e}", w.zipf))
+    }
+    fn sample(&self, rng: &mut SmallRng) -> u64 {
+        match self {
+            Keys::Uniform(n) => rng.gen_range(0..*n),
+            Keys::Zipf(z) => z.sample(rng) as u64 - 1,
+        }
+    }
+}
+
+/// Runs `ops` read-throughs; returns (errors, latency histogram in ns).
+fn phase(
+    e: &Engine,
+    w: &Workload,
+    ops: u64,
+    seed: u64,
+    progress: &dyn Fn(u64),
+) -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
+    let keys = std::sync::Arc::new(Keys::new(w)?);
+    let per_client = ops / w.clients as u64;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = (0..w.clients)
+        .map(|c| {
+            let (e, keys, done) = (e.clone(), keys.clone(), done.clone());
+            let qd = w.queue_depth.max(1);
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(seed + c as u64);
+                let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+                let mut errors = 0;
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut inflight: Vec<(Instant, polarc::OpFuture<polarc::Block>)> =
+                    Vec::with_capacity(qd);
+                let mut issued = 0;
+                let mut completed = 0u64;
+                while completed < per_client {
+                    while issued < per_client && inflight.len() < qd {
+                        let k = index_key(keys.sample(&mut rng));
+                        inflight.push((Instant::now(), e.read_async(&k)));
+                        issued += 1;
+                    }
+                    let mut i = 0;
+                    while i < inflight.len() {
+                        match Pin::new(&mut inflight[i].1).poll(&mut cx) {
+                            Poll::Pending => i += 1,
+                            Poll::Ready(r) => {
+                                let (t, _) = inflight.swap_remove(i);
+                                let _ = hist.record(t.elapsed().as_nanos() as u64);
+                                if r.is_err() {
+                                    errors += 1;
+                                }
+                                completed += 1;
+                                if completed % 4096 == 0 {
+                                    done.fetch_add(4096, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    std::hint::spin_loop();
+                }
+                (errors, hist)
+            })
+        })
+        .collect();
+    let mut last = Instant::now();
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            progress(done.load(std::sync::atomic::Ordering::Relaxed));
+            last = Instant::now();
+        }
+    }
+    let mut total = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut errors = 0;
+    for h in handles {
+        let (e, hist) = h
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())?;
+        errors += e;
+        total.add(hist).map_err(|e| e.to_string())?;
+    }
+    Ok((errors, total))
+}
+
+/// Warms up, then measures.
+pub fn run(
+    e: &Engine,
+    w: &Workload,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<(Report, Stats), String> {
+    if w.warmup_ops > 0 {
+        phase(e, w, w.warmup_ops, 1, &|n| {
+            progress("warm-up", n, w.warmup_ops)
+        })?;
+    }
+    let before = e.stats();
+    let start = Instant::now();
+    let (errors, hist) = phase(e, w, w.ops, 1_000_003, &|n| progress("measure", n, w.ops))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let after = e.stats();
+    let hits = after.arc.hits - before.arc.hits;
+    let accesses = hits + after.arc.misses - before.arc.misses;
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let ops = hist.len();
+    Ok((
+        Report {
+            ops,
+            seconds,
+            ops_per_sec: ops as f64 / seconds,
+            hit_ratio: if accesses == 0 {
+                0.0
+            } else {
+                hits as f64 / accesses as f64
+            },
+            latency_us: [
+                us(0.5),
+                us(0.9),
+                us(0.99),
+                us(0.999),
+                hist.max() as f64 / 1000.0,
+            ],
+            errors,
+        },
+        after,
+    ))
+}
