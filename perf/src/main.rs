@@ -40,10 +40,10 @@ struct Args {
     #[arg(long, default_value_t = 0.99)]
     zipf: f64,
     /// Measured operations.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 500_000)]
     ops: u64,
     /// Operations before measuring.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 500_000)]
     warmup_ops: u64,
     /// Client threads.
     #[arg(long, default_value_t = 2)]

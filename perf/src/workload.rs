@@ -66,6 +66,13 @@ impl Keys {
     }
 }
 
+struct ThreadWaker(std::thread::Thread);
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// Runs `ops` read-throughs; returns (errors, latency histogram in ns).
 fn phase(
     e: &Engine,
@@ -85,7 +92,10 @@ fn phase(
                 let mut rng = SmallRng::seed_from_u64(seed + c as u64);
                 let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
                 let mut errors = 0;
-                let mut cx = Context::from_waker(Waker::noop());
+                // Park when nothing completed: spinning here would starve the
+                // reactors and the store of the cores they need.
+                let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+                let mut cx = Context::from_waker(&waker);
                 let mut inflight: Vec<(Instant, polarc::OpFuture<polarc::Block>)> =
                     Vec::with_capacity(qd);
                 let mut issued = 0;
@@ -97,6 +107,7 @@ fn phase(
                         issued += 1;
                     }
                     let mut i = 0;
+                    let before = completed;
                     while i < inflight.len() {
                         match Pin::new(&mut inflight[i].1).poll(&mut cx) {
                             Poll::Pending => i += 1,
@@ -113,7 +124,9 @@ fn phase(
                             }
                         }
                     }
-                    std::hint::spin_loop();
+                    if completed == before {
+                        std::thread::park_timeout(Duration::from_millis(1));
+                    }
                 }
                 (errors, hist)
             })

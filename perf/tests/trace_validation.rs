@@ -92,7 +92,7 @@ fn oltp_sharding_effect() {
         return;
     };
     let t = trace::read_all(&path, Format::Lis).unwrap();
-    for c in [1000u64, 10000] {
+    for (c, _, _) in OLTP_TABLE_IV {
         let one = ratio(replay(&t, c * 512, Policy::Arc, 1));
         let mut line = format!("OLTP ARC c={c:>5}: 1 shard {one:.2}");
         for n in [2, 4, 8] {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The project's test command (README.md). On a fresh Debian machine with
+# only the Rust toolchain it installs what the build needs, then runs:
+# cargo fmt --check, cargo clippy -D warnings, cargo test, and the loom
+# model of the reactor ring's wake-up protocol.
+#
+# Needs neither SPDK nor libclang. Tests that replay the shared traces look
+# for ../shared/traces (or $POLARC_TRACES) and print a skip line without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+# C toolchain for zstd-sys (trace decompression). Installed only if missing.
+if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing build-essential and pkg-config (apt)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential pkg-config
+    else
+        echo "ci/test.sh: a C compiler (cc) and pkg-config are needed; install build-essential and pkg-config" >&2
+        exit 1
+    fi
+fi
+
+for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        say "adding rustup component $comp"
+        rustup component add "$comp"
+    fi
+done
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "cargo test --workspace"
+cargo test --workspace
+
+say "loom model of the reactor ring (cfg loom, separate target dir)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p polarc --release --lib loom
+
+say "all checks passed"
