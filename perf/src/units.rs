@@ -2,15 +2,21 @@
 
 use std::time::Duration;
 
-/// Parses a byte size with an optional suffix: B, KiB, MiB, GiB, TiB
-/// (binary) or K, M, G, T (also binary), case-insensitive.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `"256MiB"` into `("256", "MiB")`, trimmed.
+fn number_and_unit(s: &str) -> (&str, &str) {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    (num, unit.trim())
+}
+
+/// Parses a byte size with an optional suffix: B, KiB, MiB, GiB, TiB
+/// (binary) or K, M, G, T (also binary), case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, unit) = number_and_unit(s);
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
@@ -34,11 +40,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: a number with ns, us, ms or s.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = number_and_unit(s);
     let n: f64 = num
         .parse()
         .map_err(|_| format!("duration {s:?} is not a number with a unit, e.g. 5ms"))?;
@@ -77,6 +79,7 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5ms").unwrap(), Duration::from_millis(5));
         assert_eq!(parse_duration("20us").unwrap(), Duration::from_micros(20));
+        assert_eq!(parse_duration(" 2 s ").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
         assert!(parse_duration("-1s").is_err());
     }

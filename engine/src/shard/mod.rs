@@ -237,7 +237,7 @@ impl<T> Shard<T> {
         debug_assert!(h.flags.contains(Flags::IO_IN_PROGRESS));
         h.flags.remove(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
-            self.release_header(idx);
+            self.free_slot(idx);
             return Err((Rejected::Detached, data));
         }
         if u64::from(size) > self.c {
@@ -266,7 +266,7 @@ impl<T> Shard<T> {
         let h = &mut self.slab[idx as usize];
         h.flags.remove(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
-            self.release_header(idx);
+            self.free_slot(idx);
         } else {
             self.settle_unfilled(idx);
         }
@@ -536,10 +536,6 @@ impl<T> Shard<T> {
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
-    }
-
-    fn release_header(&mut self, idx: HeaderIdx) {
-        self.free_slot(idx);
     }
 
     fn free_slot(&mut self, idx: HeaderIdx) {
