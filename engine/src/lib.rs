@@ -32,6 +32,7 @@ mod block;
 pub mod bufpool;
 mod config;
 mod core;
+pub mod device;
 mod engine;
 mod error;
 mod job;

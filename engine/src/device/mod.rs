@@ -1,0 +1,205 @@
+//! Block devices for the L2 tier.
+//!
+//! A [`BlockDevice`] says where bytes live; a [`DeviceQueue`] is how one
+//! reactor issues I/O to it. Each reactor opens its own queue (an io_uring
+//! ring, an SPDK qpair) and polls its completions from its loop; a queue is
+//! used by one thread only.
+//!
+//! I/O moves owned pool buffers: a read takes a [`BufMut`] and gives it
+//! back filled, a write takes a [`Buf`] and gives it back once the device
+//! is done with it, which is what lets the L2 feeder return compressed
+//! buffers only after their write completed (the seed's free-on-write).
+//! Offsets and lengths must be multiples of the device's block size.
+//!
+//! Backends: [`mem`] (RAM), [`faulty`] (a decorator that injects errors,
+//! torn writes, bit flips and latency). io_uring and SPDK come with the L2
+//! and SPDK issues.
+
+pub mod conformance;
+pub mod faulty;
+pub mod mem;
+
+use crate::bufpool::{Buf, BufMut};
+
+/// What a device is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// Name for reports.
+    pub name: String,
+    /// Size of an addressable block; offsets and lengths are multiples of it.
+    pub block_size: u32,
+    /// Usable bytes.
+    pub capacity: u64,
+}
+
+/// A device error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The device reported an I/O error.
+    #[error("I/O error on {device} at offset {offset}")]
+    Io {
+        /// Device name.
+        device: String,
+        /// Byte offset of the failed request.
+        offset: u64,
+    },
+    /// Offset or length is not a multiple of the block size.
+    #[error("misaligned I/O: offset {offset}, length {len}, block size {block_size}")]
+    Misaligned {
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// The device's block size.
+        block_size: u32,
+    },
+    /// The request extends past the device's end.
+    #[error("I/O past the end: offset {offset} + length {len} > capacity {capacity}")]
+    OutOfRange {
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// Device capacity.
+        capacity: u64,
+    },
+    /// The queue has as many requests in flight as its depth.
+    #[error("queue full ({depth} in flight)")]
+    QueueFull {
+        /// Queue depth.
+        depth: usize,
+    },
+    /// The device or queue could not be opened or is not supported here.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// One I/O request. Buffers are owned by the request until it completes.
+#[derive(Debug)]
+pub enum IoOp {
+    /// Read `len` bytes at `offset` into the start of `buf`.
+    Read {
+        /// Byte offset.
+        offset: u64,
+        /// Bytes to read.
+        len: u64,
+        /// Destination, at least `len` bytes.
+        buf: BufMut,
+    },
+    /// Write all of `buf` at `offset`.
+    Write {
+        /// Byte offset.
+        offset: u64,
+        /// Source; its length must be a multiple of the block size.
+        buf: Buf,
+    },
+    /// Make completed writes durable.
+    Flush,
+}
+
+impl IoOp {
+    /// (offset, length) of a read or write.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        match self {
+            IoOp::Read { offset, len, .. } => Some((*offset, *len)),
+            IoOp::Write { offset, buf } => Some((*offset, buf.len() as u64)),
+            IoOp::Flush => None,
+        }
+    }
+}
+
+/// The buffer a completed request gives back.
+#[derive(Debug)]
+pub enum IoBuf {
+    /// A read's buffer, filled on success.
+    Read(BufMut),
+    /// A write's buffer, no longer used by the device.
+    Write(Buf),
+    /// A flush has no buffer.
+    None,
+}
+
+/// A completed request.
+#[derive(Debug)]
+pub struct Completion {
+    /// The tag given at submission.
+    pub tag: u64,
+    /// The request's buffer, handed back whatever the result.
+    pub buf: IoBuf,
+    /// Success, or what failed.
+    pub result: Result<(), DeviceError>,
+}
+
+/// A device: shared by all reactors, which each open a queue on it.
+pub trait BlockDevice: Send + Sync + 'static {
+    /// Name, block size and capacity.
+    fn info(&self) -> DeviceInfo;
+    /// Opens a queue of `depth` requests for the calling reactor.
+    fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError>;
+}
+
+/// One reactor's queue to a device. Used from one thread only; submission
+/// never blocks and completions arrive only through [`DeviceQueue::poll`].
+pub trait DeviceQueue {
+    /// Submits a request. Never fails on the spot: a request the queue
+    /// refuses (misaligned, out of range, queue full) completes on the next
+    /// poll with its error and its buffer, so no buffer can leak.
+    fn submit(&mut self, tag: u64, op: IoOp);
+    /// Moves completed requests into `out`; returns how many.
+    fn poll(&mut self, out: &mut Vec<Completion>) -> usize;
+    /// Requests submitted and not yet returned by `poll`.
+    fn in_flight(&self) -> usize;
+}
+
+/// Checks a request against a device's geometry and a queue's depth.
+pub fn check(
+    info: &DeviceInfo,
+    op: &IoOp,
+    in_flight: usize,
+    depth: usize,
+) -> Result<(), DeviceError> {
+    if in_flight >= depth {
+        return Err(DeviceError::QueueFull { depth });
+    }
+    let Some((offset, len)) = op.range() else {
+        return Ok(());
+    };
+    let bs = u64::from(info.block_size);
+    if offset % bs != 0 || len % bs != 0 || len == 0 {
+        return Err(DeviceError::Misaligned {
+            offset,
+            len,
+            block_size: info.block_size,
+        });
+    }
+    if offset
+        .checked_add(len)
+        .is_none_or(|end| end > info.capacity)
+    {
+        return Err(DeviceError::OutOfRange {
+            offset,
+            len,
+            capacity: info.capacity,
+        });
+    }
+    if let IoOp::Read { buf, len, .. } = op {
+        if (buf.capacity() as u64) < *len {
+            return Err(DeviceError::OutOfRange {
+                offset,
+                len: *len,
+                capacity: buf.capacity() as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The buffer of a request, for completing it.
+pub fn into_buf(op: IoOp) -> IoBuf {
+    match op {
+        IoOp::Read { buf, .. } => IoBuf::Read(buf),
+        IoOp::Write { buf, .. } => IoBuf::Write(buf),
+        IoOp::Flush => IoBuf::None,
+    }
+}
