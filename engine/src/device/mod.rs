@@ -18,6 +18,7 @@
 pub mod conformance;
 pub mod faulty;
 pub mod mem;
+pub mod uring;
 
 use crate::bufpool::{Buf, BufMut};
 
