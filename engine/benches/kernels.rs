@@ -54,5 +54,23 @@ fn shard(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ring, pool, shard);
+fn lz4(c: &mut Criterion) {
+    use polarc::compress::{pack, unpack, Encoding};
+    let src = polarc::SimStore::content(b"bench", 4096, 2.0);
+    let mut dst = vec![0u8; 4096];
+    let mut g = c.benchmark_group("lz4 4 KiB, ~2:1");
+    g.throughput(criterion::Throughput::Bytes(4096));
+    g.bench_function("pack (compress)", |b| {
+        b.iter(|| black_box(pack(black_box(&src), &mut dst, 512, true).unwrap()))
+    });
+    let p = pack(&src, &mut dst, 512, true).unwrap();
+    assert_eq!(p.encoding, Encoding::Lz4);
+    let mut out = vec![0u8; 4096];
+    g.bench_function("unpack (decompress)", |b| {
+        b.iter(|| unpack(Encoding::Lz4, black_box(&dst[..p.len]), &mut out).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring, pool, shard, lz4);
 criterion_main!(benches);

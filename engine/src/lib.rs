@@ -30,6 +30,7 @@
 pub mod backing;
 mod block;
 pub mod bufpool;
+pub mod compress;
 mod config;
 mod core;
 pub mod device;
