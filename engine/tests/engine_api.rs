@@ -55,8 +55,8 @@ fn read_through_then_hit_get_insert_invalidate() {
 
 #[test]
 fn prefetch_brings_a_block_in_without_waiting() {
-    let (e, reads) = engine(1, 1 << 20, 20);
-    e.prefetch(b"p").unwrap(); // returns before the 20 ms read
+    let (e, reads) = engine(1, 1 << 20, 300);
+    e.prefetch(b"p").unwrap(); // returns before the 300 ms read
     assert!(e.get(b"p").unwrap().is_none());
     // A demand read joins the prefetch's backing read.
     assert_eq!(&*e.read(b"p").unwrap(), &content(b"p")[..]);
@@ -67,7 +67,7 @@ fn prefetch_brings_a_block_in_without_waiting() {
 
 #[test]
 fn concurrent_misses_on_one_key_share_one_backing_read() {
-    let (e, reads) = engine(2, 1 << 20, 50);
+    let (e, reads) = engine(2, 1 << 20, 300);
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let e = e.clone();
@@ -78,7 +78,10 @@ fn concurrent_misses_on_one_key_share_one_backing_read() {
         assert_eq!(t.join().unwrap(), content(b"shared"));
     }
     assert_eq!(reads.load(Ordering::Relaxed), 1);
-    assert_eq!(e.stats().requests.fills_joined, 7);
+    // A thread that started after the fill completed hits instead of joining.
+    let s = e.stats();
+    assert_eq!(s.requests.fills_joined + s.arc.hits, 7);
+    assert!(s.requests.fills_joined >= 1);
 }
 
 #[test]
@@ -193,14 +196,10 @@ fn shutdown_returns_every_buffer_and_later_calls_fail() {
 #[test]
 fn shutdown_waits_for_fills_in_flight() {
     let (e, _) = engine(2, 1 << 20, 30);
-    let reader = {
-        let e = e.clone();
-        std::thread::spawn(move || e.read(b"slow"))
-    };
-    std::thread::sleep(Duration::from_millis(5));
+    let pending = e.read_async(b"slow"); // queued before shutdown
     e.shutdown().unwrap();
     // The read was accepted before shutdown, so it completes.
-    assert_eq!(reader.join().unwrap().unwrap().to_vec(), content(b"slow"));
+    assert_eq!(pending.wait().unwrap().to_vec(), content(b"slow"));
     assert_eq!(e.stats().pool.outstanding, 0);
 }
 
@@ -268,7 +267,7 @@ fn invalidate_during_a_fill_keeps_the_block_out() {
     let (e, reads) = engine(1, 1 << 20, 40);
     e.prefetch(b"k").unwrap();
     e.invalidate(b"k").unwrap();
-    std::thread::sleep(Duration::from_millis(80));
+    std::thread::sleep(Duration::from_millis(400));
     assert_eq!(reads.load(Ordering::Relaxed), 1, "the fill completed");
     assert!(
         e.get(b"k").unwrap().is_none(),
