@@ -2,7 +2,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
+    check, check_depth, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue,
+    IoBuf, IoOp,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -46,9 +47,7 @@ impl BlockDevice for MemDevice {
         self.info.clone()
     }
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
-        if depth == 0 {
-            return Err(DeviceError::Unsupported("queue depth 0".into()));
-        }
+        check_depth(depth)?;
         Ok(Box::new(MemQueue {
             dev: self.clone(),
             depth,

@@ -153,6 +153,14 @@ pub trait DeviceQueue {
     fn in_flight(&self) -> usize;
 }
 
+/// Refuses a queue that could never hold a request.
+pub fn check_depth(depth: usize) -> Result<(), DeviceError> {
+    if depth == 0 {
+        return Err(DeviceError::Unsupported("queue depth 0".into()));
+    }
+    Ok(())
+}
+
 /// Checks a request against a device's geometry and a queue's depth.
 pub fn check(
     info: &DeviceInfo,

@@ -10,7 +10,10 @@
 //!   kernel thread submits). If the kernel or the device refuses one, the
 //!   error says which.
 
-use super::{check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoOp};
+use super::{
+    check, check_depth, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue,
+    IoOp,
+};
 use io_uring::{opcode, types, IoUring};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -150,9 +153,7 @@ impl BlockDevice for UringDevice {
     }
 
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
-        if depth == 0 {
-            return Err(DeviceError::Unsupported("queue depth 0".into()));
-        }
+        check_depth(depth)?;
         let entries = u32::try_from(depth.next_power_of_two())
             .map_err(|_| DeviceError::Unsupported("queue depth too large".into()))?;
         let mut b = IoUring::builder();
