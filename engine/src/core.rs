@@ -9,7 +9,7 @@ use crate::backing::{BackingStore, ReadDone, ReadResult};
 use crate::block::Block;
 use crate::bufpool::{Buf, BufPool};
 use crate::error::{BackingError, Error, Result};
-use crate::reactor::{Mailbox, Poller, Pushed};
+use crate::reactor::{Mailbox, Poller};
 use crate::shard::{Flags, HeaderIdx, Shard};
 use crate::stats::ReactorStats;
 use std::sync::Arc;
@@ -227,10 +227,7 @@ impl Core {
     /// Sends a message to reactor `to`. If it has shut down, the message
     /// is dropped, which answers any waiting client with `ShutDown`.
     pub(crate) fn send(&self, to: usize, msg: Msg) {
-        let mb = &self.peers[to];
-        if mb.push(msg) == Pushed::Closed {
-            while mb.pop().is_some() {}
-        }
+        let _ = self.peers[to].send(msg);
     }
 
     fn reply(&mut self, r: Reply, o: Outcome) {

@@ -234,8 +234,7 @@ impl EngineBuilder {
 struct CloseOnUnwind(Arc<Mailbox<Msg>>);
 impl Drop for CloseOnUnwind {
     fn drop(&mut self) {
-        self.0.close();
-        while self.0.pop().is_some() {}
+        self.0.close_and_drain();
     }
 }
 
@@ -261,9 +260,7 @@ fn shutdown(inner: &Inner) {
         return;
     }
     for mb in inner.mailboxes.iter() {
-        if mb.push(Msg::Shutdown) == Pushed::Closed {
-            while mb.pop().is_some() {}
-        }
+        let _ = mb.send(Msg::Shutdown);
     }
     let threads = std::mem::take(&mut *inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
     let mut finals = Vec::new();
@@ -406,10 +403,8 @@ impl Engine {
             hash,
             reply: Reply::Client(tx),
         };
-        if mb.push(Msg::Request(req)) == Pushed::Closed {
-            // Dropping what is left answers its waiters with ShutDown.
-            while mb.pop().is_some() {}
-        }
+        // If the reactor has gone, the request is dropped and `rx` answers ShutDown.
+        let _ = mb.send(Msg::Request(req));
         OpFuture {
             state: FutState::Waiting(rx),
             map,
@@ -495,7 +490,7 @@ impl Engine {
                 core.new_pollers
                     .push(Box::new(Job::new(i, spec, max_block, tx)));
             });
-            if self.inner.shut.load(Ordering::Acquire) || mb.push(Msg::Call(call)) == Pushed::Closed
+            if self.inner.shut.load(Ordering::Acquire) || mb.send(Msg::Call(call)) == Pushed::Closed
             {
                 return Err(Error::ShutDown);
             }
@@ -509,35 +504,34 @@ impl Engine {
     /// A statistics snapshot, gathered from every reactor. After shutdown
     /// it holds the final figures.
     pub fn stats(&self) -> Stats {
-        if let Some(f) = &*self
-            .inner
-            .final_stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            return Stats::from_parts(f.clone(), self.inner.pool.stats());
+        if let Some(s) = self.final_stats() {
+            return s;
         }
         let mut rxs = vec![];
         for mb in self.inner.mailboxes.iter() {
             let (tx, rx) = oneshot::channel();
-            if mb.push(Msg::Stats(tx)) == Pushed::Closed {
-                while mb.pop().is_some() {}
-            }
+            let _ = mb.send(Msg::Stats(tx));
             rxs.push(rx);
         }
         let reactors: Vec<ReactorStats> = rxs.into_iter().filter_map(|rx| rx.recv().ok()).collect();
         if reactors.len() < self.inner.mailboxes.len() {
             // Shut down meanwhile: the final figures are complete.
-            if let Some(f) = &*self
-                .inner
-                .final_stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-            {
-                return Stats::from_parts(f.clone(), self.inner.pool.stats());
+            if let Some(s) = self.final_stats() {
+                return s;
             }
         }
         Stats::from_parts(reactors, self.inner.pool.stats())
+    }
+
+    /// The figures the reactors returned at shutdown, if it has happened.
+    fn final_stats(&self) -> Option<Stats> {
+        let f = self
+            .inner
+            .final_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f.as_ref()
+            .map(|f| Stats::from_parts(f.clone(), self.inner.pool.stats()))
     }
 
     /// The configuration the engine runs with.

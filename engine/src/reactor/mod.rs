@@ -105,10 +105,7 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
         }
     }
     // From here a producer that finds the ring closed drains it itself.
-    mailbox.close();
-    while let Some(m) = mailbox.pop() {
-        drop(m);
-    }
+    mailbox.close_and_drain();
     let stats = core.stats();
     drop(core);
     drop(local_cache);

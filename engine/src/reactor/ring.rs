@@ -148,6 +148,22 @@ impl<T, U: Unpark> Mailbox<T, U> {
         self.state.fetch_or(CLOSED, SeqCst);
         fence(SeqCst);
     }
+
+    /// Producer side: pushes, and if the consumer has gone, drops whatever
+    /// is left in the ring (dropping a request answers its waiter).
+    pub fn send(&self, msg: T) -> Pushed {
+        let pushed = self.push(msg);
+        if pushed == Pushed::Closed {
+            while self.pop().is_some() {}
+        }
+        pushed
+    }
+
+    /// Consumer side, when it stops: closes the ring and drops what is in it.
+    pub fn close_and_drain(&self) {
+        self.close();
+        while self.pop().is_some() {}
+    }
 }
 
 #[cfg(all(test, not(loom)))]
