@@ -214,12 +214,7 @@ fn run(a: Args) -> Result<(), String> {
     );
     if let Some(path) = &a.json {
         let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        if path == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))?;
-        }
+        write_json(path, &doc)?;
     }
     Ok(())
 }
@@ -269,12 +264,18 @@ fn bench_hits(a: &Args) -> Result<(), String> {
             "baseline_1_thread": base_1, "client": client,
             "client_p50_ns": p50.as_nanos() as u64, "client_p99_ns": p99.as_nanos() as u64,
         });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        if path == "-" {
-            println!("{text}")
-        } else {
-            std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))?
-        }
+        write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// Writes a report as pretty JSON to `path`, or to stdout for `-`.
+fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    if path == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))
+    }
 }
