@@ -5,7 +5,7 @@
 //! injected fault from a bug.
 #![forbid(unsafe_code)]
 
-use super::{into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp};
+use super::{BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp};
 use crate::bufpool::{Buf, BufPool};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -131,11 +131,11 @@ impl FaultyQueue {
     fn fail(&mut self, tag: u64, op: IoOp) {
         let offset = op.range().map_or(0, |r| r.0);
         let device = self.info.name.clone();
-        self.injected.push_back(Completion {
+        self.injected.push_back(Completion::failed(
             tag,
-            buf: into_buf(op),
-            result: Err(DeviceError::Io { device, offset }),
-        });
+            op,
+            DeviceError::Io { device, offset },
+        ));
     }
 }
 

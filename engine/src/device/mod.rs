@@ -132,6 +132,18 @@ pub struct Completion {
     pub result: Result<(), DeviceError>,
 }
 
+impl Completion {
+    /// A request that failed without reaching the device: its buffer goes
+    /// back with the error.
+    pub fn failed(tag: u64, op: IoOp, error: DeviceError) -> Self {
+        Completion {
+            tag,
+            buf: into_buf(op),
+            result: Err(error),
+        }
+    }
+}
+
 /// A device: shared by all reactors, which each open a queue on it.
 pub trait BlockDevice: Send + Sync + 'static {
     /// Name, block size and capacity.

@@ -287,27 +287,12 @@ impl DeviceQueue for UringQueue {
             }
             IoOp::Flush => opcode::Fsync::new(fd).build(),
         };
-        let slot = match (result, self.free.pop()) {
-            (Ok(()), Some(slot)) => slot,
-            (Ok(()), None) => {
-                let depth = self.depth;
-                return self.refused.push_back(Completion {
-                    tag,
-                    buf: into_buf(op),
-                    result: Err(DeviceError::QueueFull { depth }),
-                });
-            }
-            (Err(e), slot) => {
-                if let Some(s) = slot {
-                    self.free.push(s);
-                }
-                return self.refused.push_back(Completion {
-                    tag,
-                    buf: into_buf(op),
-                    result: Err(e),
-                });
-            }
-        };
+        let depth = self.depth;
+        let slot =
+            match result.and_then(|()| self.free.pop().ok_or(DeviceError::QueueFull { depth })) {
+                Ok(slot) => slot,
+                Err(e) => return self.refused.push_back(Completion::failed(tag, op, e)),
+            };
         let sqe = sqe.user_data(u64::from(slot));
         // SAFETY: the SQE points into `op`'s pool buffer, which we store in
         // `slots[slot]` and keep until its completion is reaped (or until
@@ -316,12 +301,11 @@ impl DeviceQueue for UringQueue {
         let pushed = unsafe { self.ring.submission().push(&sqe) };
         if pushed.is_err() {
             self.free.push(slot);
-            let depth = self.depth;
-            return self.refused.push_back(Completion {
+            return self.refused.push_back(Completion::failed(
                 tag,
-                buf: into_buf(op),
-                result: Err(DeviceError::QueueFull { depth }),
-            });
+                op,
+                DeviceError::QueueFull { depth },
+            ));
         }
         self.slots[slot as usize] = Some((tag, op));
         self.unsubmitted += 1;
