@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
+use crate::l2::L2Config;
 use crate::shard::Policy;
 use std::time::Duration;
 
@@ -68,6 +69,9 @@ pub struct Config {
     /// Messages a reactor takes from its ring per loop iteration before it
     /// runs its pollers. Default: 32.
     pub message_batch: usize,
+    /// The L2 knobs; used when L2 devices are given. Default:
+    /// [`L2Config::default`].
+    pub l2: L2Config,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             pool_capacity: None,
             hugepages: true,
             message_batch: 32,
+            l2: L2Config::default(),
         }
     }
 }

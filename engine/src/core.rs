@@ -9,10 +9,13 @@ use crate::backing::{BackingStore, ReadDone, ReadResult};
 use crate::block::Block;
 use crate::bufpool::{Buf, BufPool};
 use crate::error::{BackingError, Error, Result};
+use crate::l2::feeder::{FeedCtx, Feeder};
+use crate::l2::{L2Core, WRITE_TAG};
 use crate::reactor::{Mailbox, Poller};
-use crate::shard::{Flags, HeaderIdx, Shard};
+use crate::shard::{Flags, HeaderIdx, L2Loc, L2Pick, PickRules, Shard};
 use crate::stats::ReactorStats;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Requests and replies between reactors travel in batches of up to this
 /// many. Measured on the ARC-hit benchmark: one message per request
@@ -78,6 +81,40 @@ pub(crate) enum Msg {
     Call(CallFn),
     Stats(oneshot::Sender<ReactorStats>),
     Shutdown,
+    /// Feeder → shard: pick blocks for device `dev`.
+    L2Scan {
+        dev: u8,
+        feeder: usize,
+        seq: u64,
+        rules: PickRules,
+    },
+    /// Shard → feeder: the picked blocks (the deferred write list), and
+    /// whether the shard has started evicting (the ARC is warm).
+    L2Picked {
+        dev: u8,
+        seq: u64,
+        picks: Vec<L2Pick<Buf>>,
+        warm: bool,
+    },
+    /// Feeder → shard: drop L2 copies in these `(start, end, key hashes)`
+    /// ranges of `dev`, then acknowledge.
+    L2Evict {
+        dev: u8,
+        feeder: usize,
+        seq: u64,
+        ranges: Vec<(u64, u64, Vec<u32>)>,
+    },
+    /// Shard → feeder: the evicted ranges can be overwritten.
+    L2EvictAck {
+        dev: u8,
+        seq: u64,
+    },
+    /// Feeder → shard: where the blocks landed, or `None` when their write
+    /// failed (the deferred done list).
+    L2Done {
+        dev: u8,
+        entries: Vec<(HeaderIdx, Option<L2Loc>)>,
+    },
 }
 
 impl std::fmt::Debug for Msg {
@@ -90,6 +127,11 @@ impl std::fmt::Debug for Msg {
             Msg::Call(_) => f.write_str("Call"),
             Msg::Stats(_) => f.write_str("Stats"),
             Msg::Shutdown => f.write_str("Shutdown"),
+            Msg::L2Scan { dev, seq, .. } => write!(f, "L2Scan(dev {dev}, seq {seq})"),
+            Msg::L2Picked { dev, picks, .. } => write!(f, "L2Picked(dev {dev}, {})", picks.len()),
+            Msg::L2Evict { dev, ranges, .. } => write!(f, "L2Evict(dev {dev}, {})", ranges.len()),
+            Msg::L2EvictAck { dev, seq } => write!(f, "L2EvictAck(dev {dev}, seq {seq})"),
+            Msg::L2Done { dev, entries } => write!(f, "L2Done(dev {dev}, {})", entries.len()),
         }
     }
 }
@@ -125,7 +167,7 @@ pub struct CoreCounters {
     pub parks: u64,
 }
 
-struct Fill {
+pub(crate) struct Fill {
     waiters: Vec<Reply>,
     prefetch: bool,
 }
@@ -139,7 +181,11 @@ pub struct Core {
     pub(crate) pool: BufPool,
     backing: Arc<dyn BackingStore>,
     pub(crate) peers: Arc<[Arc<Mailbox<Msg>>]>,
-    pending: std::collections::HashMap<HeaderIdx, Fill>,
+    pub(crate) pending: std::collections::HashMap<HeaderIdx, Fill>,
+    /// The L2 tier's queues, reads and feeders, when L2 devices are set.
+    pub(crate) l2: Option<Box<L2Core>>,
+    /// Why the L2 queues could not be opened, if they could not.
+    pub(crate) open_error: Option<crate::device::DeviceError>,
     /// Answers to requests this reactor's job sent to peers.
     pub(crate) job_inbox: Vec<Outcome>,
     /// Requests and replies to peers, per peer, waiting to leave in a batch.
@@ -182,6 +228,8 @@ impl Core {
             backing,
             peers,
             pending: std::collections::HashMap::new(),
+            l2: None,
+            open_error: None,
             job_inbox: Vec::new(),
             outbox_requests: (0..n).map(|_| Vec::new()).collect(),
             outbox_replies: (0..n).map(|_| Vec::new()).collect(),
@@ -194,14 +242,90 @@ impl Core {
         }
     }
 
+    /// Whether start-up went well.
+    pub(crate) fn opened(&self) -> Result<()> {
+        match &self.open_error {
+            Some(e) => Err(Error::Device(e.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Number of reactors.
     pub fn reactors(&self) -> usize {
         self.peers.len()
     }
 
-    /// True when no backing read is in flight.
+    /// True when no backing or L2 I/O is in flight and no feed cycle is
+    /// under way.
     pub(crate) fn quiet(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.l2.as_ref().is_none_or(|l2| l2.quiet())
+    }
+
+    /// The earliest time a feeder wants to run, so that a parked reactor
+    /// wakes for it.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        self.l2
+            .as_ref()
+            .and_then(|l2| l2.feeders.iter().filter_map(Feeder::next_feed).min())
+    }
+
+    /// Runs `f` on the feeder of device `dev`, if this reactor runs it.
+    fn with_feeder(&mut self, dev: u8, f: impl FnOnce(&mut Feeder, &mut FeedCtx<'_>)) {
+        let stopping = self.stopping;
+        let Some(l2) = self.l2.as_deref_mut() else {
+            return;
+        };
+        let L2Core {
+            devs,
+            feeders,
+            counters,
+            ..
+        } = l2;
+        let Some(fd) = feeders.iter_mut().find(|f| f.dev == dev) else {
+            log::error!("reactor {}: no feeder for L2 device {dev}", self.id);
+            return;
+        };
+        let mut ctx = FeedCtx {
+            me: self.id,
+            peers: &self.peers,
+            pool: &self.pool,
+            queue: devs[usize::from(dev)].queue.as_mut(),
+            counters,
+            stopping,
+        };
+        f(fd, &mut ctx);
+    }
+
+    /// Polls this reactor's device queues and runs its feeders. True when
+    /// it did work or has I/O in flight (the reactor must not park then:
+    /// completions are not messages).
+    pub(crate) fn poll_l2(&mut self, now: Instant) -> bool {
+        let Some(l2) = self.l2.as_deref_mut() else {
+            return false;
+        };
+        let mut done = std::mem::take(&mut l2.done);
+        let mut busy = false;
+        for d in l2.devs.iter_mut() {
+            if d.queue.in_flight() > 0 {
+                busy = true;
+                d.queue.poll(&mut done);
+            }
+        }
+        for c in done.drain(..) {
+            if c.tag & WRITE_TAG != 0 {
+                let dev = ((c.tag >> 48) & 0xff) as u8;
+                self.with_feeder(dev, |f, ctx| f.on_write_done(c, ctx));
+            } else {
+                self.l2_read_done(c);
+            }
+        }
+        let l2 = self.l2.as_deref_mut().expect("L2 configured");
+        l2.done = done;
+        let devs: Vec<u8> = l2.feeders.iter().map(|f| f.dev).collect();
+        for dev in devs {
+            self.with_feeder(dev, |f, ctx| busy |= f.poll(now, ctx));
+        }
+        busy
     }
 
     /// Handles one message.
@@ -221,6 +345,43 @@ impl Core {
                 let _ = tx.send(self.stats());
             }
             Msg::Shutdown => self.stopping = true,
+            Msg::L2Scan {
+                dev,
+                feeder,
+                seq,
+                rules,
+            } => {
+                let picks = self.shard.l2_pick(&rules);
+                let c = self.shard.counters;
+                let warm = c.evict_mru + c.evict_mfu > 0;
+                self.send(
+                    feeder,
+                    Msg::L2Picked {
+                        dev,
+                        seq,
+                        picks,
+                        warm,
+                    },
+                );
+            }
+            Msg::L2Picked {
+                dev,
+                seq,
+                picks,
+                warm,
+            } => self.with_feeder(dev, |f, ctx| f.on_picked(seq, picks, warm, ctx)),
+            Msg::L2Evict {
+                dev,
+                feeder,
+                seq,
+                ranges,
+            } => self.l2_evict(dev, feeder, seq, ranges),
+            Msg::L2EvictAck { dev, seq } => self.with_feeder(dev, |f, _| f.on_evict_ack(seq)),
+            Msg::L2Done { entries, .. } => {
+                for (idx, loc) in entries {
+                    self.shard.l2_done(idx, loc);
+                }
+            }
         }
     }
 
@@ -392,15 +553,51 @@ impl Core {
             vec![waiter]
         };
         self.pending.insert(idx, Fill { waiters, prefetch });
+        if !self.l2_try_read(idx) {
+            self.start_backing_read(idx);
+        }
+    }
+
+    /// Reads the block of header `idx`, whose fill is pending, from the
+    /// backing store.
+    pub(crate) fn start_backing_read(&mut self, idx: HeaderIdx) {
         self.counters.backing_reads += 1;
         let me = self.peers[self.id].clone();
+        let key = self.shard.header(idx).key.clone();
         self.backing.read(
-            key,
+            &key,
             ReadDone::new(move |result| {
                 // The reactor stays open while a fill is pending.
                 let _ = me.push(Msg::Fill { idx, result });
             }),
         );
+    }
+
+    /// Completes the fill of header `idx` with a block read from L2.
+    pub(crate) fn finish_l2_fill(&mut self, idx: HeaderIdx, buf: Buf) {
+        let Some(fill) = self.pending.remove(&idx) else {
+            log::error!(
+                "reactor {}: L2 fill of header {idx}, which has none pending",
+                self.id
+            );
+            return;
+        };
+        let flags = Self::fill_flags(&fill);
+        let _ = self
+            .shard
+            .complete_fill(idx, buf.len() as u32, buf.clone(), flags);
+        let outcome = Ok(Some(Block::pool(buf)));
+        for w in fill.waiters {
+            self.reply(w, outcome.clone());
+        }
+    }
+
+    fn fill_flags(fill: &Fill) -> Flags {
+        let mut flags = Flags::L2_ELIGIBLE;
+        if fill.prefetch {
+            flags.insert(Flags::PREFETCH);
+        }
+        flags
     }
 
     fn complete_fill(&mut self, idx: HeaderIdx, result: ReadResult) {
@@ -429,10 +626,7 @@ impl Core {
             }
             Ok(data) => match self.copy_to_pool(&data) {
                 Some(buf) => {
-                    let mut flags = Flags::L2_ELIGIBLE;
-                    if fill.prefetch {
-                        flags.insert(Flags::PREFETCH);
-                    }
+                    let flags = Self::fill_flags(&fill);
                     // Rejected (invalidated meanwhile, or too large): the
                     // waiters still get the bytes they asked for.
                     let _ = self
@@ -460,6 +654,12 @@ impl Core {
             core: self.counters,
             shard: self.shard.counters,
             sizes: self.shard.sizes(),
+            l2: self.l2.as_ref().map_or_else(Default::default, |l2| {
+                let mut c = l2.counters;
+                c.l2_log_bytes = l2.feeders.iter().map(Feeder::log_bytes).sum();
+                c
+            }),
+            l2_sizes: self.shard.l2_sizes(),
         }
     }
 }

@@ -6,8 +6,10 @@ use crate::block::Block;
 use crate::bufpool::BufPool;
 use crate::config::{Config, IdleStrategy, Pinning};
 use crate::core::{Core, Msg, MsgKey, Op, Outcome, Reply, Request};
+use crate::device::BlockDevice;
 use crate::error::{BackingError, Error, Result};
 use crate::job::{Job, JobReport, JobSpec};
+use crate::l2::{DevShared, L2Config, L2Core, L2Setup};
 use crate::reactor::{self, LoopConfig, Mailbox, Pushed};
 use crate::shard::{hash_key, shard_of, Policy, Shard};
 use crate::stats::{ReactorStats, Stats};
@@ -39,6 +41,7 @@ impl BackingStore for NoBacking {
 pub struct EngineBuilder {
     config: Config,
     backing: Option<Arc<dyn BackingStore>>,
+    l2_devices: Vec<Arc<dyn BlockDevice>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -120,6 +123,28 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds an L2 device (repeat for more; each gets its own feeder).
+    /// Default: none, no L2 tier.
+    #[must_use]
+    pub fn l2_device(mut self, device: impl BlockDevice) -> Self {
+        self.l2_devices.push(Arc::new(device));
+        self
+    }
+
+    /// Adds an L2 device already shared.
+    #[must_use]
+    pub fn l2_device_arc(mut self, device: Arc<dyn BlockDevice>) -> Self {
+        self.l2_devices.push(device);
+        self
+    }
+
+    /// The L2 knobs. Default: [`L2Config::default`].
+    #[must_use]
+    pub fn l2_config(mut self, l2: L2Config) -> Self {
+        self.config.l2 = l2;
+        self
+    }
+
     /// Replaces the whole configuration.
     #[must_use]
     pub fn config(mut self, config: Config) -> Self {
@@ -138,7 +163,18 @@ impl EngineBuilder {
         cfg.validate()?;
         let n = cfg.reactors;
         let startup = |e: std::io::Error| Error::Startup(Arc::new(e));
-        let pool_bytes = usize::try_from(cfg.effective_pool_capacity())
+        let l2_setup = l2_setup(&cfg, self.l2_devices)?;
+        let mut pool_bytes = cfg.effective_pool_capacity();
+        if cfg.pool_capacity.is_none() {
+            if let Some(l) = &l2_setup {
+                // Feed writes in flight, and L2 reads in flight.
+                let c = &l.cfg;
+                pool_bytes += l.devs.len() as u64
+                    * (c.writes_in_flight * c.write_size.max(cfg.max_block_size)) as u64
+                    + (16 << 20);
+            }
+        }
+        let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
         let pool = BufPool::new(pool_bytes, cfg.max_block_size, cfg.hugepages).map_err(startup)?;
         let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
@@ -164,7 +200,13 @@ impl EngineBuilder {
         }
 
         // Threads first, so each mailbox can name its consumer thread.
-        type Setup = (Arc<Mailbox<Msg>>, Core);
+        // A reactor builds its Core on its own thread, because device
+        // queues belong to the thread that polls them.
+        type Setup = (
+            Arc<Mailbox<Msg>>,
+            Box<dyn FnOnce() -> Core + Send>,
+            oneshot::Sender<Result<()>>,
+        );
         let mut threads = Vec::with_capacity(n);
         let mut setups = Vec::with_capacity(n);
         for i in 0..n {
@@ -179,10 +221,16 @@ impl EngineBuilder {
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
-                    let Ok((mailbox, core)) = rx.recv() else {
+                    let Ok((mailbox, make_core, ready)) = rx.recv() else {
                         return None;
                     };
                     let guard = CloseOnUnwind(mailbox.clone());
+                    let core = make_core();
+                    if let Err(e) = core.opened() {
+                        let _ = ready.send(Err(e));
+                        return None;
+                    }
+                    let _ = ready.send(Ok(()));
                     let stats = reactor::run(lc, mailbox, core);
                     std::mem::forget(guard);
                     Some(stats)
@@ -196,17 +244,40 @@ impl EngineBuilder {
             .map(|t| Arc::new(Mailbox::new(t.thread().clone())))
             .collect();
         let per_shard = cfg.arc_capacity / n as u64;
+        let mut readies = Vec::with_capacity(n);
         for (i, tx) in setups.into_iter().enumerate() {
-            let core = Core::new(
-                i,
-                Shard::new(per_shard, cfg.policy),
-                pool.clone(),
-                backing.clone(),
-                mailboxes.clone(),
-                cfg.max_block_size,
-            );
-            tx.send((mailboxes[i].clone(), core))
+            let (pool, backing, peers) = (pool.clone(), backing.clone(), mailboxes.clone());
+            let (policy, max_block, l2) = (cfg.policy, cfg.max_block_size, l2_setup.clone());
+            let make = Box::new(move || {
+                let mut core = Core::new(
+                    i,
+                    Shard::new(per_shard, policy),
+                    pool.clone(),
+                    backing,
+                    peers,
+                    max_block,
+                );
+                if let Some(l2) = l2 {
+                    match L2Core::open(l2, i, n, &pool) {
+                        Ok(l2) => core.l2 = Some(Box::new(l2)),
+                        Err(e) => core.open_error = Some(e),
+                    }
+                }
+                core
+            });
+            let (rtx, rrx) = oneshot::channel();
+            tx.send((mailboxes[i].clone(), make, rtx))
                 .expect("reactor thread waits for its setup");
+            readies.push(rrx);
+        }
+        let failed = readies
+            .into_iter()
+            .map(|r| r.recv().unwrap_or(Err(Error::ShutDown)))
+            .find_map(|r| r.err());
+        if let Some(e) = failed {
+            let e2 = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
+            let _ = e2.shutdown();
+            return Err(e);
         }
         if cfg.pinning == Pinning::Required {
             let e = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
@@ -359,6 +430,7 @@ impl Engine {
         EngineBuilder {
             config: Config::default(),
             backing: None,
+            l2_devices: Vec::new(),
         }
     }
 
@@ -551,4 +623,54 @@ impl Engine {
         shutdown(&self.inner);
         Ok(())
     }
+}
+
+/// Checks the L2 devices against the configuration and describes them to
+/// the reactors. Device `d` is fed by reactor `d % reactors`.
+fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L2Setup>> {
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    cfg.l2.validate().map_err(Error::Config)?;
+    if devices.len() > 255 {
+        return Err(Error::Config(format!(
+            "{} L2 devices; at most 255 are supported",
+            devices.len()
+        )));
+    }
+    let mut devs = Vec::new();
+    for (i, device) in devices.into_iter().enumerate() {
+        let info = device.info();
+        let bs = info.block_size as usize;
+        if !bs.is_power_of_two() || bs < 512 || bs > cfg.max_block_size {
+            return Err(Error::Config(format!(
+                "L2 device {}: block size {bs} B must be a power of two from 512 B to max_block_size ({} B)",
+                info.name, cfg.max_block_size
+            )));
+        }
+        let min = 8 * cfg.max_block_size as u64;
+        if info.capacity < min {
+            return Err(Error::Config(format!(
+                "L2 device {} is too small: {} B, at least 8 x max_block_size = {min} B",
+                info.name, info.capacity
+            )));
+        }
+        if info.capacity > crate::shard::L2_MAX_OFFSET {
+            log::warn!(
+                "L2 device {}: only the first {} TiB are used",
+                info.name,
+                crate::shard::L2_MAX_OFFSET >> 40
+            );
+        }
+        devs.push(Arc::new(DevShared {
+            device,
+            info,
+            feeder: i % cfg.reactors,
+            writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }));
+    }
+    Ok(Some(L2Setup {
+        cfg: Arc::new(cfg.l2.clone()),
+        devs,
+    }))
 }

@@ -60,6 +60,9 @@ pub enum Error {
     /// The engine has been shut down.
     #[error("the engine is shut down")]
     ShutDown,
+    /// An L2 device could not be opened or used at start-up.
+    #[error("L2 device: {0}")]
+    Device(#[from] crate::device::DeviceError),
     /// Start-up failed: mapping the buffer pool or spawning a reactor.
     #[error("start-up failed: {0}")]
     Startup(Arc<std::io::Error>),

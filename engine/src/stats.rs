@@ -4,7 +4,8 @@
 
 use crate::bufpool::PoolStats;
 use crate::core::CoreCounters;
-use crate::shard::{ShardCounters, ShardSizes};
+use crate::l2::L2Counters;
+use crate::shard::{L2Sizes, ShardCounters, ShardSizes};
 use std::fmt::Write;
 
 /// One reactor's figures.
@@ -22,6 +23,10 @@ pub struct ReactorStats {
     pub shard: ShardCounters,
     /// ARC state sizes of its shard.
     pub sizes: ShardSizes,
+    /// L2 counters of this reactor (its reads, and its feeders' writes).
+    pub l2: L2Counters,
+    /// L2 sizes of its shard.
+    pub l2_sizes: L2Sizes,
 }
 
 /// A snapshot of the whole engine.
@@ -35,8 +40,22 @@ pub struct Stats {
     pub sizes: ShardSizes,
     /// Header DRAM per live header, in bytes.
     pub hdr_bytes_per_block: f64,
-    /// Hit ratio of demand accesses, hits / (hits + misses).
+    /// ARC hit ratio of demand accesses, hits / (hits + misses).
     pub hit_ratio: f64,
+    /// L2 counters summed over reactors (arcstats `l2_*`).
+    pub l2: L2Counters,
+    /// L2 sizes summed over shards.
+    pub l2_sizes: L2Sizes,
+    /// DRAM of L2 headers (`l2_hdr_size`): the L2-only tables plus the
+    /// feeders' logs.
+    pub l2_hdr_size: u64,
+    /// DRAM per L2-only block: its table entry (20 B plus the table's
+    /// slack) plus its 4-byte log entry. ZFS's L2-only header is 96 B.
+    pub l2_hdr_bytes_per_block: f64,
+    /// L2 hits over fills that looked for an L2 copy.
+    pub l2_hit_ratio: f64,
+    /// Demand accesses served by the ARC or L2, over all demand accesses.
+    pub overall_hit_ratio: f64,
     /// Buffer pool.
     pub pool: PoolStats,
     /// Reactors that failed to pin.
@@ -112,7 +131,18 @@ impl Stats {
         let mut arc = ShardCounters::default();
         let mut requests = CoreCounters::default();
         let mut sizes = ShardSizes::default();
+        let mut l2 = L2Counters::default();
+        let mut l2s = L2Sizes::default();
         for r in &reactors {
+            crate::l2::add_counters(&mut l2, &r.l2);
+            let t = &r.l2_sizes;
+            l2s.l2_blocks += t.l2_blocks;
+            l2s.l2_size += t.l2_size;
+            l2s.l2_asize += t.l2_asize;
+            l2s.l2_mru_asize += t.l2_mru_asize;
+            l2s.l2_mfu_asize += t.l2_mfu_asize;
+            l2s.l2_only_blocks += t.l2_only_blocks;
+            l2s.l2_only_table_bytes += t.l2_only_table_bytes;
             add_counters(&mut arc, &r.shard);
             add_core(&mut requests, &r.core);
             let s = &r.sizes;
@@ -127,7 +157,25 @@ impl Stats {
             sizes.hdr_bytes += s.hdr_bytes;
         }
         let accesses = arc.hits + arc.misses;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let l2_looked = l2.l2_hits
+            + l2.l2_misses
+            + l2.l2_rw_clash
+            + l2.l2_norw_skips
+            + l2.l2_cksum_bad
+            + l2.l2_io_error;
+        let l2_hdr_size = l2s.l2_only_table_bytes + l2.l2_log_bytes;
         Stats {
+            l2_hdr_size,
+            l2_hdr_bytes_per_block: if l2s.l2_only_blocks == 0 {
+                0.0
+            } else {
+                l2s.l2_only_table_bytes as f64 / l2s.l2_only_blocks as f64 + 4.0
+            },
+            l2_hit_ratio: ratio(l2.l2_hits, l2_looked),
+            overall_hit_ratio: ratio(arc.hits + l2.l2_hits.min(arc.misses), accesses),
+            l2,
+            l2_sizes: l2s,
             hdr_bytes_per_block: if sizes.headers == 0 {
                 0.0
             } else {
@@ -206,6 +254,24 @@ impl Stats {
                 &format!("arc_{k}"),
                 "gauge",
                 &format!("ARC size {k}"),
+                &[(None, v.as_f64().unwrap_or(0.0))],
+            );
+        }
+        let json = serde_json::to_value(self.l2).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
+            for r in &self.reactors {
+                let rv = serde_json::to_value(r.l2).expect("serialise");
+                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
+            }
+            emit(&format!("{k}_total"), "counter", &format!("L2 {k}"), &vals);
+        }
+        let json = serde_json::to_value(self.l2_sizes).expect("serialise");
+        for (k, v) in json.as_object().expect("object") {
+            emit(
+                k,
+                "gauge",
+                &format!("L2 size {k}"),
                 &[(None, v.as_f64().unwrap_or(0.0))],
             );
         }

@@ -11,7 +11,10 @@
 //!   returns the buffer, to the dropping reactor's cache when there is one.
 //! * Running out is counted (`alloc_fail`) and reported as `None`.
 
+mod free_on_write;
 mod region;
+
+pub use free_on_write::FreeOnWrite;
 
 use region::Region;
 pub use region::HUGEPAGE;
@@ -117,6 +120,11 @@ impl BufPool {
                 warned: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// The largest buffer the pool hands out.
+    pub fn max_buf(&self) -> usize {
+        *self.shared.classes.last().expect("at least one class")
     }
 
     /// The class index for a buffer of `len` bytes, if one is big enough.

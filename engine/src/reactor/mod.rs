@@ -59,6 +59,9 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
                 None => break,
             }
         }
+        if core.poll_l2(Instant::now()) {
+            busy = true;
+        }
         pollers.append(&mut core.new_pollers);
         pollers.retain_mut(|p| match p.poll(&mut core) {
             PollStatus::Busy => {
@@ -94,8 +97,10 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
                 if now - since < cfg.spin_before_park {
                     std::hint::spin_loop();
                 } else {
-                    let timeout = timers
-                        .next_deadline()
+                    let timeout = [timers.next_deadline(), core.next_wakeup()]
+                        .into_iter()
+                        .flatten()
+                        .min()
                         .map(|d| d.saturating_duration_since(now));
                     core.counters.parks += 1;
                     mailbox.park(timeout);

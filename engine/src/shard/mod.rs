@@ -12,9 +12,13 @@
 #![forbid(unsafe_code)]
 
 mod header;
+mod l2;
 mod list;
 
-pub use header::{Flags, Header, HeaderIdx, L2Loc, State, NIL};
+pub use header::{
+    Flags, Header, HeaderIdx, L2Loc, State, L2_MAX_OFFSET, L2_MAX_SIZE, L2_SECTOR, NIL,
+};
+pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules};
 pub use list::List;
 
 use hashbrown::HashTable;
@@ -23,6 +27,21 @@ use hashbrown::HashTable;
 /// reuses it for its table, so it is computed once per request.
 pub fn hash_key(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// A second, independent hash of a key: the seed of its L2 checksum. An
+/// L2 copy found through another key with the same [`hash_key`] fails
+/// verification instead of being served.
+pub fn key_tag(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, 0x9e37_79b9_7f4a_7c15)
+}
+
+/// The hash a shard's tables use: the key hash's low 32 bits, spread
+/// over 64. The L2-only table and the feeder's log keep only these 32
+/// bits (4 bytes instead of 8 per block), so every table of a shard uses
+/// the same 32; [`shard_of`] uses the other 32.
+pub fn table_hash(hash: u64) -> u64 {
+    u64::from(hash as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Which shard of `n` owns a key hash. Uses the high bits so that the
@@ -120,6 +139,8 @@ pub struct Shard<T> {
     t2: List,
     b1: List,
     b2: List,
+    l2only: HashTable<L2Entry>,
+    l2: L2Sizes,
     /// Counters, read by the reactor for stats.
     pub counters: ShardCounters,
 }
@@ -140,6 +161,8 @@ impl<T> Shard<T> {
             t2: List::default(),
             b1: List::default(),
             b2: List::default(),
+            l2only: l2::new_table(),
+            l2: L2Sizes::default(),
             counters: ShardCounters::default(),
         }
     }
@@ -147,7 +170,7 @@ impl<T> Shard<T> {
     /// Finds the header of `key`, whatever its state.
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<HeaderIdx> {
         self.table
-            .find(hash, |&i| &*self.slab[i as usize].key == key)
+            .find(table_hash(hash), |&i| &*self.slab[i as usize].key == key)
             .copied()
     }
 
@@ -206,14 +229,19 @@ impl<T> Shard<T> {
 
     /// Starts filling `key`, which is not resident: finds or creates its
     /// header and marks it `IO_IN_PROGRESS`. A ghost stays on its ghost
-    /// list, so that the fill still counts as a ghost hit.
+    /// list, so that the fill still counts as a ghost hit. A new header
+    /// takes over the key's L2-only entry, if there is one.
     pub fn begin_fill(&mut self, hash: u64, key: &[u8]) -> HeaderIdx {
         let idx = match self.find(hash, key) {
             Some(idx) => idx,
             None => {
                 let idx = self.alloc_header(key.into());
-                self.table
-                    .insert_unique(hash, idx, |&i| hash_key(&self.slab[i as usize].key));
+                self.table.insert_unique(table_hash(hash), idx, |&i| {
+                    table_hash(hash_key(&self.slab[i as usize].key))
+                });
+                if let Some(loc) = self.l2only_take(hash as u32) {
+                    self.slab[idx as usize].l2 = loc;
+                }
                 idx
             }
         };
@@ -237,7 +265,7 @@ impl<T> Shard<T> {
         debug_assert!(h.flags.contains(Flags::IO_IN_PROGRESS));
         h.flags.remove(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
-            self.free_slot(idx);
+            self.free_detached(idx);
             return Err((Rejected::Detached, data));
         }
         if u64::from(size) > self.c {
@@ -266,31 +294,46 @@ impl<T> Shard<T> {
         let h = &mut self.slab[idx as usize];
         h.flags.remove(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
-            self.free_slot(idx);
+            self.free_detached(idx);
         } else {
             self.settle_unfilled(idx);
         }
     }
 
-    /// Invalidates `key`: it is never served again. A header whose fill
-    /// is in flight is detached from the table, so the fill cannot insert
-    /// it. Returns true when a header was found.
+    /// Invalidates `key`: it is never served again, from the ARC or from
+    /// L2. A header whose fill or L2 write is in flight is detached from
+    /// the table, so that neither can bring the key back; it is freed when
+    /// the last of them completes. Returns true when the key was known.
     pub fn invalidate(&mut self, hash: u64, key: &[u8]) -> bool {
+        let l2only = self.l2only_drop(hash as u32);
         let Some(idx) = self.find(hash, key) else {
-            return false;
+            if l2only {
+                self.counters.invalidates += 1;
+            }
+            return l2only;
         };
         self.counters.invalidates += 1;
         self.unlist(idx);
         self.remove_from_table(idx);
+        let loc = std::mem::replace(&mut self.slab[idx as usize].l2, L2Loc::NONE);
+        if loc.is_some() {
+            self.l2_account(loc, false);
+        }
         let h = &mut self.slab[idx as usize];
         h.data = None;
-        if h.flags.contains(Flags::IO_IN_PROGRESS) {
-            h.flags.insert(Flags::DETACHED);
-            h.state = State::Anon;
-        } else {
+        h.state = State::Anon;
+        h.flags.insert(Flags::DETACHED);
+        self.free_detached(idx);
+        true
+    }
+
+    /// Frees a detached header unless a fill or an L2 write still refers
+    /// to it; the last of those frees it.
+    fn free_detached(&mut self, idx: HeaderIdx) {
+        let f = self.slab[idx as usize].flags;
+        if !f.contains(Flags::IO_IN_PROGRESS) && !f.contains(Flags::L2_WRITING) {
             self.free_slot(idx);
         }
-        true
     }
 
     /// Replays one access of a trace: a hit, or a miss followed at once by
@@ -340,7 +383,7 @@ impl<T> Shard<T> {
             State::Mfu => &self.t2,
             State::MruGhost => &self.b1,
             State::MfuGhost => &self.b2,
-            State::Anon | State::L2Only => &EMPTY_LIST,
+            State::Anon => &EMPTY_LIST,
         };
         list.iter_from_tail(&self.slab)
     }
@@ -479,17 +522,21 @@ impl<T> Shard<T> {
         self.forget(idx);
     }
 
-    /// A header that left every list: it survives while a fill is in
-    /// flight (as anon) or while it has an L2 copy; otherwise it is freed.
+    /// A header that left every list. It survives as anon while a fill
+    /// or an L2 write is in flight (the done message settles it); with an
+    /// L2 copy it shrinks to an L2-only entry; otherwise it is freed.
     fn forget(&mut self, idx: HeaderIdx) {
         let h = &mut self.slab[idx as usize];
-        if h.flags.contains(Flags::IO_IN_PROGRESS) {
+        if h.flags.contains(Flags::IO_IN_PROGRESS) || h.flags.contains(Flags::L2_WRITING) {
             h.state = State::Anon;
-        } else if h.l2.is_some() {
-            h.state = State::L2Only;
-        } else {
-            self.remove_from_table(idx);
-            self.free_slot(idx);
+            return;
+        }
+        let loc = h.l2;
+        let hash = hash_key(&h.key);
+        self.remove_from_table(idx);
+        self.free_slot(idx);
+        if loc.is_some() {
+            self.l2_keep_only(hash as u32, loc);
         }
     }
 
@@ -507,7 +554,7 @@ impl<T> Shard<T> {
             State::Mfu => &mut self.t2,
             State::MruGhost => &mut self.b1,
             State::MfuGhost => &mut self.b2,
-            State::Anon | State::L2Only => return,
+            State::Anon => return,
         };
         list.remove(&mut self.slab, idx);
     }
@@ -532,7 +579,7 @@ impl<T> Shard<T> {
     }
 
     fn remove_from_table(&mut self, idx: HeaderIdx) {
-        let hash = hash_key(&self.slab[idx as usize].key);
+        let hash = table_hash(hash_key(&self.slab[idx as usize].key));
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }

@@ -1,0 +1,269 @@
+//! The shard's side of the L2 tier: picking blocks for the feeder, taking
+//! its done and evict messages, and the compact table of L2-only blocks.
+//!
+//! A block that left the ARC entirely but still has an L2 copy keeps no
+//! full header: it becomes an [`L2Entry`] (20 B: 32 bits of the key's
+//! hash and the packed location) in a table of its own. Identity there is
+//! those 32 bits; the checksum is keyed by an independent 64-bit hash of
+//! the key ([`super::key_tag`]), so an entry found for another key that
+//! shares the 32 bits fails verification and is dropped, never served.
+
+use super::header::{Flags, HeaderIdx, L2Loc, State};
+use super::{hash_key, key_tag, table_hash, Shard};
+use hashbrown::HashTable;
+
+/// An L2-only block: everything the read path needs, without the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2Entry {
+    /// The low 32 bits of the key's hash ([`super::hash_key`]).
+    pub hash: u32,
+    /// Where the copy is.
+    pub loc: L2Loc,
+}
+
+/// Which blocks a feed scan may pick (ZFS's admission knobs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickRules {
+    /// Stop once this many bytes are picked.
+    pub want: u64,
+    /// Scan at most this many bytes from each list's cold end (headroom).
+    pub scan: u64,
+    /// Skip blocks brought in by prefetch and not read since.
+    pub noprefetch: bool,
+    /// Pick from MFU only.
+    pub mfuonly: bool,
+}
+
+/// A block picked for L2: marked `L2_WRITING`, its data referenced.
+#[derive(Debug)]
+pub struct L2Pick<T> {
+    /// Its header; stays allocated until the done message.
+    pub idx: HeaderIdx,
+    /// Key hash, for the feeder's log and the evict messages.
+    pub hash: u64,
+    /// Checksum key ([`super::key_tag`]).
+    pub tag: u64,
+    /// Logical size.
+    pub size: u32,
+    /// A reference to the data: the block cannot change or vanish under
+    /// the feeder.
+    pub data: T,
+    /// Picked from MFU.
+    pub mfu: bool,
+}
+
+/// L2 sizes of one shard, following arcstats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct L2Sizes {
+    /// Blocks with an L2 copy.
+    pub l2_blocks: u64,
+    /// Logical bytes of those blocks (`l2_size`).
+    pub l2_size: u64,
+    /// Bytes they take on the devices (`l2_asize`).
+    pub l2_asize: u64,
+    /// Of `l2_asize`, blocks written from MRU.
+    pub l2_mru_asize: u64,
+    /// Of `l2_asize`, blocks written from MFU.
+    pub l2_mfu_asize: u64,
+    /// L2-only blocks (no ARC header at all).
+    pub l2_only_blocks: u64,
+    /// DRAM of the L2-only table, in bytes.
+    pub l2_only_table_bytes: u64,
+}
+
+/// What an evict message did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L2Evicted {
+    /// L2 copies dropped.
+    pub dropped: u64,
+    /// Of which the block was still in the ARC (`l2_evict_l1cached`).
+    pub l1cached: u64,
+}
+
+impl<T: Clone> Shard<T> {
+    /// Picks blocks for the feeder from the cold ends of MFU, then MRU:
+    /// resident, eligible, not yet in L2 and not being written. Marks them
+    /// `L2_WRITING`. The reply is the seed's deferred write list.
+    pub fn l2_pick(&mut self, rules: &PickRules) -> Vec<L2Pick<T>> {
+        let mut picks = Vec::new();
+        let mut picked = 0u64;
+        let lists: &[State] = if rules.mfuonly {
+            &[State::Mfu]
+        } else {
+            &[State::Mfu, State::Mru]
+        };
+        for &state in lists {
+            let mut scanned = 0u64;
+            let mut cand = Vec::new();
+            for idx in self.list_from_tail(state) {
+                if scanned >= rules.scan || picked >= rules.want {
+                    break;
+                }
+                let h = self.header(idx);
+                scanned += u64::from(h.size);
+                let skip = !h.flags.contains(Flags::L2_ELIGIBLE)
+                    || h.flags.contains(Flags::L2_WRITING)
+                    || h.l2.is_some()
+                    || (rules.noprefetch && h.flags.contains(Flags::PREFETCH));
+                if !skip {
+                    picked += u64::from(h.size);
+                    cand.push(idx);
+                }
+            }
+            for idx in cand {
+                let h = self.header_mut(idx);
+                h.flags.insert(Flags::L2_WRITING);
+                let data = h.data.clone().expect("resident header has data");
+                picks.push(L2Pick {
+                    idx,
+                    hash: hash_key(&h.key),
+                    tag: key_tag(&h.key),
+                    size: h.size,
+                    data,
+                    mfu: state == State::Mfu,
+                });
+            }
+        }
+        picks
+    }
+
+    /// The feeder's done message for one block: its copy is at `loc`, or
+    /// (`None`) its write failed. Clears `L2_WRITING` and settles a header
+    /// that left the ARC or was invalidated while it was being written.
+    pub fn l2_done(&mut self, idx: HeaderIdx, loc: Option<L2Loc>) {
+        let h = &mut self.slab[idx as usize];
+        debug_assert!(
+            h.flags.contains(Flags::L2_WRITING),
+            "done for {idx} not writing"
+        );
+        h.flags.remove(Flags::L2_WRITING);
+        if h.flags.contains(Flags::DETACHED) {
+            // Invalidated meanwhile: the copy must never be found.
+            if !h.flags.contains(Flags::IO_IN_PROGRESS) {
+                self.free_slot(idx);
+            }
+            return;
+        }
+        if let Some(loc) = loc {
+            debug_assert!(!h.l2.is_some());
+            h.l2 = loc;
+            self.l2_account(loc, true);
+        }
+        let h = &self.slab[idx as usize];
+        if h.state == State::Anon && !h.flags.contains(Flags::IO_IN_PROGRESS) {
+            // It left the ARC while being written.
+            self.forget(idx);
+        }
+    }
+
+    /// Drops the L2 copies on device `dev` in `[start, end)` of the blocks
+    /// whose key hashes' low 32 bits are `hashes` (the feeder's log of
+    /// that range).
+    pub fn l2_evict(&mut self, dev: u8, start: u64, end: u64, hashes: &[u32]) -> L2Evicted {
+        let mut out = L2Evicted::default();
+        let in_range =
+            |l: &L2Loc| l.is_some() && l.dev() == dev && l.offset() >= start && l.offset() < end;
+        for &hash in hashes {
+            let th = table_hash(u64::from(hash));
+            if let Ok(e) = self
+                .l2only
+                .find_entry(th, |e| e.hash == hash && in_range(&e.loc))
+            {
+                let (e, _) = e.remove();
+                self.l2_account(e.loc, false);
+                out.dropped += 1;
+            }
+            let idxs: Vec<HeaderIdx> = self
+                .table
+                .iter_hash(th)
+                .copied()
+                .filter(|&i| in_range(&self.slab[i as usize].l2))
+                .collect();
+            for idx in idxs {
+                let loc = std::mem::replace(&mut self.slab[idx as usize].l2, L2Loc::NONE);
+                self.l2_account(loc, false);
+                out.dropped += 1;
+                if self.slab[idx as usize].state.is_resident() {
+                    out.l1cached += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops the L2 copy `loc` of header `idx`, if it still has it (after a
+    /// failed or corrupt L2 read).
+    pub fn l2_drop(&mut self, idx: HeaderIdx, loc: L2Loc) {
+        if self.slab[idx as usize].l2 == loc {
+            self.slab[idx as usize].l2 = L2Loc::NONE;
+            self.l2_account(loc, false);
+        }
+    }
+
+    /// L2 sizes.
+    pub fn l2_sizes(&self) -> L2Sizes {
+        let mut s = self.l2;
+        s.l2_only_blocks = self.l2only.len() as u64;
+        s.l2_only_table_bytes = self.l2only.allocation_size() as u64;
+        s
+    }
+}
+
+impl<T> Shard<T> {
+    /// Moves a header's L2 copy into the L2-only table; the caller frees
+    /// the header. An entry of another key with the same hash is replaced.
+    pub(super) fn l2_keep_only(&mut self, hash: u32, loc: L2Loc) {
+        if let Some(old) = self.l2only_take(hash) {
+            self.l2_account(old, false);
+        }
+        self.l2only
+            .insert_unique(table_hash(u64::from(hash)), L2Entry { hash, loc }, |e| {
+                table_hash(u64::from(e.hash))
+            });
+    }
+
+    /// Takes the L2-only entry of `hash`, if any.
+    pub(super) fn l2only_take(&mut self, hash: u32) -> Option<L2Loc> {
+        self.l2only
+            .find_entry(table_hash(u64::from(hash)), |e| e.hash == hash)
+            .ok()
+            .map(|e| e.remove().0.loc)
+    }
+
+    /// Drops the L2-only entry of `hash` (invalidation).
+    pub(super) fn l2only_drop(&mut self, hash: u32) -> bool {
+        match self.l2only_take(hash) {
+            Some(loc) => {
+                self.l2_account(loc, false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn l2_account(&mut self, loc: L2Loc, add: bool) {
+        let s = &mut self.l2;
+        let (size, asize) = (u64::from(loc.lsize()), loc.asize());
+        let list = if loc.from_mfu() {
+            &mut s.l2_mfu_asize
+        } else {
+            &mut s.l2_mru_asize
+        };
+        if add {
+            s.l2_blocks += 1;
+            s.l2_size += size;
+            s.l2_asize += asize;
+            *list += asize;
+        } else {
+            s.l2_blocks -= 1;
+            s.l2_size -= size;
+            s.l2_asize -= asize;
+            *list -= asize;
+        }
+    }
+}
+
+/// A new, empty L2-only table.
+pub(super) fn new_table() -> HashTable<L2Entry> {
+    HashTable::new()
+}
