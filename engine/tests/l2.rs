@@ -108,3 +108,170 @@ fn blocks_evicted_from_the_arc_come_back_from_l2() {
     assert_eq!(s.pool.outstanding, 0);
     assert_eq!(s.l2.l2_free_on_write, s.l2.l2_writes_sent);
 }
+
+/// The seed's bug (illumos 3995): compressed buffers leaked when a feed
+/// write completed, above all when it failed. Feed with compression, with
+/// write errors injected mid-batch; once quiet, every write buffer went
+/// back through the free-on-write ring and no pool buffer is outstanding.
+#[test]
+fn no_compressed_buffer_leaks_even_when_feed_writes_fail() {
+    let faults = FaultConfig {
+        write_error: 0.3,
+        fail_write_at: Some(2),
+        seed: 7,
+        ..FaultConfig::default()
+    };
+    let dev = FaultyDevice::new(MemDevice::new(8 << 20, 512).unwrap(), faults).unwrap();
+    let injected = dev.counters();
+    let (e, _) = engine(dev, fast_feed(), 1 << 20);
+    let n = 2000u64;
+    for pass in 0..3 {
+        for i in 0..n {
+            assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..]);
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        settle(&e);
+        println!("pass {pass}: {:?}", e.stats().l2);
+    }
+    // Quiet, with nothing cached: no buffer may be outstanding.
+    for i in 0..n {
+        e.invalidate(&key(i)).unwrap();
+    }
+    settle(&e);
+    let s = e.stats();
+    assert_eq!(s.pool.outstanding, 0, "buffers outstanding while quiet");
+    assert!(
+        s.l2.l2_writes_error > 0 && s.l2.l2_writes_done > 0,
+        "{:?}",
+        s.l2
+    );
+    assert_eq!(
+        s.l2.l2_writes_error,
+        injected.write_errors.load(Ordering::Relaxed)
+    );
+    assert!(s.l2.l2_compress_successes > 0);
+    assert_eq!(s.l2.l2_free_on_write, s.l2.l2_writes_sent);
+    assert_eq!(
+        s.l2_sizes.l2_blocks, 0,
+        "invalidated blocks keep no L2 copy"
+    );
+    e.shutdown().unwrap();
+    let f = e.stats();
+    assert_eq!(f.pool.outstanding, 0);
+    assert_eq!(f.l2.l2_free_on_write, f.l2.l2_writes_sent);
+}
+
+/// Fills the ARC with `n` blocks, lets them reach L2, then pushes them out
+/// of the ARC with other keys.
+fn warm_l2(e: &Engine, n: u64) {
+    for i in 0..n {
+        e.read(&key(i)).unwrap();
+    }
+    let t = Instant::now();
+    while e.stats().l2_sizes.l2_blocks < n * 9 / 10 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", e.stats().l2);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 1_000_000..1_000_000 + n {
+        e.read(&key(i)).unwrap();
+    }
+}
+
+/// The seed's second change (illumos 3997): L2 reads go on while the
+/// feeder writes. With every feed write taking 1.5 s, L2 hits complete
+/// while a write is in flight; with `norw` they go to the backing store.
+#[test]
+fn l2_reads_complete_while_a_slow_feed_write_is_in_flight() {
+    for norw in [false, true] {
+        let faults = FaultConfig {
+            write_latency: Duration::from_millis(1500),
+            ..FaultConfig::default()
+        };
+        let dev = FaultyDevice::new(MemDevice::new(32 << 20, 512).unwrap(), faults).unwrap();
+        let l2 = L2Config {
+            norw,
+            writes_in_flight: 8,
+            ..fast_feed()
+        };
+        let (e, _) = engine(dev, l2, 1 << 20);
+        let n = 200;
+        warm_l2(&e, n);
+        // Wait for a feed write (of the second set) to be in flight.
+        let t = Instant::now();
+        let before = loop {
+            let s = e.stats();
+            if s.l2.l2_writes_sent > s.l2.l2_writes_done {
+                break s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no feed write started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let t = Instant::now();
+        for i in 0..n {
+            assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..]);
+        }
+        let took = t.elapsed();
+        let after = e.stats();
+        println!(
+            "norw={norw}: {n} reads in {took:?}; L2 hits {} -> {}, norw skips {}, writes done {} -> {}",
+            before.l2.l2_hits,
+            after.l2.l2_hits,
+            after.l2.l2_norw_skips,
+            before.l2.l2_writes_done,
+            after.l2.l2_writes_done
+        );
+        // The write that was in flight before the reads is still in flight.
+        assert_eq!(after.l2.l2_writes_done, before.l2.l2_writes_done);
+        assert!(after.l2.l2_writes_sent > after.l2.l2_writes_done);
+        if norw {
+            assert_eq!(after.l2.l2_hits, before.l2.l2_hits);
+            assert!(after.l2.l2_norw_skips > 0);
+        } else {
+            assert!(
+                after.l2.l2_hits >= before.l2.l2_hits + n / 2,
+                "L2 reads waited for the write"
+            );
+        }
+        e.shutdown().unwrap();
+        assert_eq!(e.stats().pool.outstanding, 0);
+    }
+}
+
+/// Fills a small device many times over. Without injected faults no
+/// checksum ever fails: no L2 copy points at overwritten data.
+#[test]
+fn the_ring_wraps_many_times_without_a_bad_checksum() {
+    let cap = 1u64 << 20;
+    let (e, _) = engine(MemDevice::new(cap, 512).unwrap(), fast_feed(), 512 << 10);
+    let n = 2500u64; // ~5 MiB compressed, 10 MiB raw
+    for pass in 0..4 {
+        for i in 0..n {
+            let k = key((i * 7919 + pass * 13) % n);
+            assert_eq!(&*e.read(&k).unwrap(), &value(&k)[..]);
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    settle(&e);
+    for i in 0..n {
+        assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..]);
+    }
+    let s = e.stats();
+    println!("{:?}\n{:?}", s.l2, s.l2_sizes);
+    assert!(
+        s.l2.l2_write_bytes > 5 * cap,
+        "device filled only {:.1} times",
+        s.l2.l2_write_bytes as f64 / cap as f64
+    );
+    assert!(s.l2.l2_evicted > 0 && s.l2.l2_hits > 0);
+    assert_eq!(s.l2.l2_cksum_bad, 0);
+    assert_eq!(s.l2.l2_io_error, 0);
+    assert!(s.l2_sizes.l2_asize <= cap);
+    e.shutdown().unwrap();
+}

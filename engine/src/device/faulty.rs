@@ -32,6 +32,8 @@ pub struct FaultConfig {
     pub bit_flip: f64,
     /// Added to every request's completion time.
     pub latency: Duration,
+    /// Added to every write's completion time, on top of `latency`.
+    pub write_latency: Duration,
     /// RNG seed; queue i uses `seed + i`.
     pub seed: u64,
 }
@@ -201,14 +203,24 @@ impl DeviceQueue for FaultyQueue {
                 b.as_mut_slice()[(bit / 8) as usize] ^= 1 << (bit % 8);
                 self.counters.bit_flips.fetch_add(1, Relaxed);
             }
-            self.held.push_back((now + self.config.latency, c));
+            let mut due = now + self.config.latency;
+            if matches!(c.buf, IoBuf::Write(_)) {
+                due += self.config.write_latency;
+            }
+            self.held.push_back((due, c));
         }
-        let mut n = 0;
-        while self.held.front().is_some_and(|(t, _)| *t <= now) {
-            out.push(self.held.pop_front().expect("front").1);
-            n += 1;
+        // Requests complete in deadline order, not submission order: a fast
+        // read overtakes a slow write.
+        let before = out.len();
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 <= now {
+                out.push(self.held.remove(i).expect("index in range").1);
+            } else {
+                i += 1;
+            }
         }
-        n
+        out.len() - before
     }
 
     fn in_flight(&self) -> usize {
