@@ -79,6 +79,9 @@ fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
         ghost_deleted,
         too_large,
         invalidates,
+        l2_writing_evicted,
+        l2_writing_invalidated,
+        l2_write_failed_evicted,
     } = *b;
     a.hits += hits;
     a.misses += misses;
@@ -93,6 +96,9 @@ fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
     a.ghost_deleted += ghost_deleted;
     a.too_large += too_large;
     a.invalidates += invalidates;
+    a.l2_writing_evicted += l2_writing_evicted;
+    a.l2_writing_invalidated += l2_writing_invalidated;
+    a.l2_write_failed_evicted += l2_write_failed_evicted;
 }
 
 fn add_core(a: &mut CoreCounters, b: &CoreCounters) {

@@ -294,3 +294,6 @@ impl L2Core {
             && self.feeders.iter().all(feeder::Feeder::idle)
     }
 }
+
+#[cfg(test)]
+mod sim;

@@ -144,6 +144,9 @@ impl<T: Clone> Shard<T> {
             }
             return;
         }
+        if loc.is_none() && h.state == State::Anon && !h.flags.contains(Flags::IO_IN_PROGRESS) {
+            self.counters.l2_write_failed_evicted += 1;
+        }
         if let Some(loc) = loc {
             debug_assert!(!h.l2.is_some());
             h.l2 = loc;

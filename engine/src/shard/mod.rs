@@ -99,6 +99,14 @@ pub struct ShardCounters {
     pub too_large: u64,
     /// Keys invalidated.
     pub invalidates: u64,
+    /// Blocks that left the ARC while their L2 write was in flight (kept
+    /// as anon headers until the done message).
+    pub l2_writing_evicted: u64,
+    /// Blocks invalidated while their L2 write was in flight (their copy
+    /// is discarded by the done message).
+    pub l2_writing_invalidated: u64,
+    /// L2 writes that failed for blocks that had left the ARC meanwhile.
+    pub l2_write_failed_evicted: u64,
 }
 
 /// Sizes of the ARC states, in bytes and blocks.
@@ -320,6 +328,9 @@ impl<T> Shard<T> {
             self.l2_account(loc, false);
         }
         let h = &mut self.slab[idx as usize];
+        if h.flags.contains(Flags::L2_WRITING) {
+            self.counters.l2_writing_invalidated += 1;
+        }
         h.data = None;
         h.state = State::Anon;
         h.flags.insert(Flags::DETACHED);
@@ -369,6 +380,14 @@ impl<T> Shard<T> {
         (self.slab.capacity() * std::mem::size_of::<Header<T>>()) as u64
             + self.key_bytes
             + self.table.allocation_size() as u64
+    }
+
+    /// Live headers that have all bits of `flag` set.
+    pub fn headers_with(&self, flag: Flags) -> usize {
+        self.table
+            .iter()
+            .filter(|&&i| self.slab[i as usize].flags.contains(flag))
+            .count()
     }
 
     /// The replacement policy.
@@ -528,6 +547,9 @@ impl<T> Shard<T> {
     fn forget(&mut self, idx: HeaderIdx) {
         let h = &mut self.slab[idx as usize];
         if h.flags.contains(Flags::IO_IN_PROGRESS) || h.flags.contains(Flags::L2_WRITING) {
+            if h.flags.contains(Flags::L2_WRITING) && h.state != State::Anon {
+                self.counters.l2_writing_evicted += 1;
+            }
             h.state = State::Anon;
             return;
         }

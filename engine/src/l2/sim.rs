@@ -1,0 +1,378 @@
+//! A deterministic, single-threaded simulation of several reactors and
+//! their L2 feeder: the cores run in one thread, in an order drawn from a
+//! seeded RNG, on a fake clock, over a device that completes requests in
+//! random order and applies a write's bytes only when it completes. It
+//! covers the feeder / done / evict message interleavings: blocks evicted
+//! from the ARC while their write is in flight, blocks invalidated while
+//! being written, writes failing for blocks already evicted, reads in
+//! flight on a range the feeder is about to overwrite.
+//!
+//! Invariants: every read returns the bytes of the version current when
+//! it was issued; no checksum fails (nothing corrupts data here, so a bad
+//! checksum would mean a copy pointing at overwritten bytes); once quiet,
+//! no header is still `L2_WRITING`, every write buffer went through the
+//! free-on-write ring, and no pool buffer is outstanding.
+
+use super::{DevShared, L2Config, L2Core, L2Setup};
+use crate::backing::{BackingStore, ReadDone};
+use crate::bufpool::BufPool;
+use crate::core::{Core, Msg, MsgKey, Op, Outcome, Reply, Request};
+use crate::device::{
+    check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
+};
+use crate::reactor::Mailbox;
+use crate::shard::{hash_key, shard_of, Flags, Policy, Shard};
+use crate::SimStore;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEYS: u64 = 60;
+
+fn key(k: u64) -> Vec<u8> {
+    format!("k{k}").into_bytes()
+}
+
+fn block(k: u64, v: u64) -> Vec<u8> {
+    let len = 512 + (k as usize * 397) % 3585;
+    if k % 10 == 9 {
+        return vec![0; len];
+    }
+    let mut seed = key(k);
+    seed.extend_from_slice(&v.to_le_bytes());
+    SimStore::content(&seed, len, 2.0)
+}
+
+type Versions = Arc<Mutex<HashMap<u64, u64>>>;
+
+/// Answers at once, in the calling reactor: no threads, no timing.
+struct InlineStore(Versions);
+
+impl BackingStore for InlineStore {
+    fn read(&self, k: &[u8], done: ReadDone) {
+        let k: u64 = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
+        let v = *self.0.lock().unwrap().get(&k).unwrap_or(&0);
+        done.complete(Ok(block(k, v)));
+    }
+    fn describe(&self) -> String {
+        "inline".into()
+    }
+}
+
+/// Completes requests in random order; a write's bytes land when it
+/// completes, a read copies when it completes.
+struct SimDevice {
+    mem: Arc<Mutex<Vec<u8>>>,
+    info: DeviceInfo,
+    rng: Arc<Mutex<SmallRng>>,
+    write_error: f64,
+}
+
+impl BlockDevice for SimDevice {
+    fn info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+    fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
+        Ok(Box::new(SimQueue {
+            mem: self.mem.clone(),
+            info: self.info.clone(),
+            rng: self.rng.clone(),
+            write_error: self.write_error,
+            depth,
+            pending: Vec::new(),
+        }))
+    }
+}
+
+struct SimQueue {
+    mem: Arc<Mutex<Vec<u8>>>,
+    info: DeviceInfo,
+    rng: Arc<Mutex<SmallRng>>,
+    write_error: f64,
+    depth: usize,
+    pending: Vec<(u64, Result<IoOp, Completion>)>,
+}
+
+impl DeviceQueue for SimQueue {
+    fn submit(&mut self, tag: u64, op: IoOp) {
+        let r = match check(&self.info, &op, self.pending.len(), self.depth) {
+            Ok(()) => Ok(op),
+            Err(e) => Err(Completion::failed(tag, op, e)),
+        };
+        self.pending.push((tag, r));
+    }
+    fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
+        let mut rng = self.rng.lock().unwrap();
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if !rng.gen_bool(0.3) {
+                i += 1;
+                continue;
+            }
+            let (tag, r) = self.pending.swap_remove(i);
+            n += 1;
+            let op = match r {
+                Err(c) => {
+                    out.push(c);
+                    continue;
+                }
+                Ok(op) => op,
+            };
+            let mut mem = self.mem.lock().unwrap();
+            let result = match op {
+                IoOp::Read {
+                    offset,
+                    len,
+                    mut buf,
+                } => {
+                    let (o, l) = (offset as usize, len as usize);
+                    buf.as_mut_slice()[..l].copy_from_slice(&mem[o..o + l]);
+                    out.push(Completion {
+                        tag,
+                        buf: IoBuf::Read(buf),
+                        result: Ok(()),
+                    });
+                    continue;
+                }
+                IoOp::Write { offset, ref buf } if !rng.gen_bool(self.write_error) => {
+                    let o = offset as usize;
+                    mem[o..o + buf.len()].copy_from_slice(buf);
+                    (op, Ok(()))
+                }
+                op => {
+                    let offset = op.range().map_or(0, |r| r.0);
+                    let e = DeviceError::Io {
+                        device: "sim".into(),
+                        offset,
+                    };
+                    (op, Err(e))
+                }
+            };
+            out.push(Completion {
+                tag,
+                buf: into_buf(result.0),
+                result: result.1,
+            });
+        }
+        n
+    }
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    l2_hits: u64,
+    writes_error: u64,
+    evict_reading: u64,
+    writing_evicted: u64,
+    writing_invalidated: u64,
+    write_failed_evicted: u64,
+}
+
+fn step_core(core: &mut Core, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
+    for _ in 0..msgs {
+        match mb.pop() {
+            Some(m) => core.handle(m),
+            None => break,
+        }
+    }
+    core.poll_l2(now);
+    core.flush();
+}
+
+fn run(seed: u64) -> Seen {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let n = rng.gen_range(2..=4);
+    let pool = BufPool::new(32 << 20, 4096, false).unwrap();
+    let local = pool.register_local_cache();
+    let me = std::thread::current();
+    let mbs: Arc<[Arc<Mailbox<Msg>>]> =
+        (0..n).map(|_| Arc::new(Mailbox::new(me.clone()))).collect();
+    let versions: Versions = Arc::default();
+    let backing: Arc<dyn BackingStore> = Arc::new(InlineStore(versions.clone()));
+    let cap = 64u64 << 10;
+    let device = Arc::new(SimDevice {
+        mem: Arc::new(Mutex::new(vec![0; cap as usize])),
+        info: DeviceInfo {
+            name: "sim".into(),
+            block_size: 512,
+            capacity: cap,
+        },
+        rng: Arc::new(Mutex::new(SmallRng::seed_from_u64(seed ^ 0xdead))),
+        write_error: rng.gen_range(0.0..0.2),
+    });
+    let setup = L2Setup {
+        cfg: Arc::new(L2Config {
+            feed_interval: Duration::from_millis(3),
+            feed_min_interval: Duration::from_millis(1),
+            write_size: 8 << 10,
+            writes_in_flight: 3,
+            noprefetch: false,
+            ..L2Config::default()
+        }),
+        devs: vec![Arc::new(DevShared {
+            info: device.info(),
+            device,
+            feeder: rng.gen_range(0..n),
+            writes_in_flight: Default::default(),
+        })],
+    };
+    let mut cores: Vec<Core> = (0..n)
+        .map(|i| {
+            let mut c = Core::new(
+                i,
+                Shard::new(12 << 10, Policy::Arc),
+                pool.clone(),
+                backing.clone(),
+                mbs.clone(),
+                4096,
+            );
+            c.l2 = Some(Box::new(L2Core::open(setup.clone(), i, n, &pool).unwrap()));
+            c
+        })
+        .collect();
+    let mut now = Instant::now();
+    type Waiting = (u64, u64, oneshot::Receiver<Outcome>);
+    let mut waiting: Vec<Waiting> = Vec::new();
+    let send = |op: Op, k: u64, reply: Reply| {
+        let kb = key(k);
+        let hash = hash_key(&kb);
+        let _ = mbs[shard_of(hash, n)].push(Msg::Request(Request {
+            op,
+            key: MsgKey::from_slice(&kb),
+            hash,
+            reply,
+        }));
+    };
+    let check = |waiting: &mut Vec<Waiting>| {
+        waiting.retain(|(k, v, rx)| match rx.try_recv() {
+            Ok(Ok(Some(b))) => {
+                assert!(
+                    *b == block(*k, *v)[..],
+                    "seed {seed}: key {k} v{v}: wrong bytes"
+                );
+                false
+            }
+            Ok(other) => panic!("seed {seed}: key {k}: {other:?}"),
+            Err(oneshot::TryRecvError::Empty) => true,
+            Err(e) => panic!("seed {seed}: key {k}: {e:?}"),
+        });
+    };
+    for _ in 0..6000 {
+        now += Duration::from_micros(50);
+        if rng.gen_bool(0.3) {
+            let k = rng.gen_range(0..KEYS);
+            match rng.gen_range(0..10) {
+                0 if !waiting.iter().any(|w| w.0 == k) => {
+                    *versions.lock().unwrap().entry(k).or_insert(0) += 1;
+                    send(Op::Invalidate, k, Reply::None);
+                }
+                1 => send(Op::Prefetch, k, Reply::None),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    let v = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+                    send(Op::Read, k, Reply::Client(tx));
+                    waiting.push((k, v, rx));
+                }
+            }
+        } else {
+            let c = rng.gen_range(0..n);
+            let msgs = rng.gen_range(0..4);
+            step_core(&mut cores[c], &mbs[c], msgs, now);
+        }
+        check(&mut waiting);
+    }
+    // Quiesce: no new feeds, then run everything to completion.
+    for c in cores.iter_mut() {
+        c.stopping = true;
+    }
+    let quiet = |cores: &[Core]| cores.iter().all(Core::quiet) && mbs.iter().all(|m| m.is_empty());
+    let mut rounds = 0;
+    while !quiet(&cores) || !waiting.is_empty() {
+        now += Duration::from_millis(1);
+        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
+            step_core(c, mb, 64, now);
+        }
+        check(&mut waiting);
+        rounds += 1;
+        assert!(rounds < 100_000, "seed {seed}: never quiet");
+    }
+    for c in &cores {
+        assert_eq!(c.shard.headers_with(Flags::L2_WRITING), 0, "seed {seed}");
+    }
+    // Every key once more: L2 copies are read and verified.
+    for k in 0..KEYS {
+        let (tx, rx) = oneshot::channel();
+        let v = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+        send(Op::Read, k, Reply::Client(tx));
+        waiting.push((k, v, rx));
+    }
+    while !quiet(&cores) || !waiting.is_empty() {
+        now += Duration::from_millis(1);
+        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
+            step_core(c, mb, 64, now);
+        }
+        check(&mut waiting);
+    }
+    let mut seen = Seen::default();
+    let (mut sent, mut freed) = (0, 0);
+    for c in &cores {
+        let s = c.stats();
+        assert_eq!(
+            s.l2.l2_cksum_bad, 0,
+            "seed {seed}: a copy pointed at overwritten data"
+        );
+        assert_eq!(s.l2.l2_io_error, 0, "seed {seed}");
+        seen.l2_hits += s.l2.l2_hits;
+        seen.writes_error += s.l2.l2_writes_error;
+        seen.evict_reading += s.l2.l2_evict_reading;
+        seen.writing_evicted += s.shard.l2_writing_evicted;
+        seen.writing_invalidated += s.shard.l2_writing_invalidated;
+        seen.write_failed_evicted += s.shard.l2_write_failed_evicted;
+        sent += s.l2.l2_writes_sent;
+        freed += s.l2.l2_free_on_write;
+    }
+    assert_eq!(sent, freed, "seed {seed}: write buffers not freed on write");
+    drop(cores);
+    drop(local);
+    assert_eq!(pool.stats().outstanding, 0, "seed {seed}: buffers leaked");
+    seen
+}
+
+#[test]
+fn feeder_done_and_evict_interleavings_keep_every_invariant() {
+    let mut total = Seen::default();
+    for seed in 0..40 {
+        let s = run(seed);
+        total.l2_hits += s.l2_hits;
+        total.writes_error += s.writes_error;
+        total.evict_reading += s.evict_reading;
+        total.writing_evicted += s.writing_evicted;
+        total.writing_invalidated += s.writing_invalidated;
+        total.write_failed_evicted += s.write_failed_evicted;
+    }
+    println!("40 runs: {total:?}");
+    // Each interleaving of the issue happened, many times.
+    assert!(total.l2_hits > 0, "{total:?}");
+    assert!(
+        total.writing_evicted > 0,
+        "eviction racing a write: {total:?}"
+    );
+    assert!(
+        total.writing_invalidated > 0,
+        "invalidate while L2_WRITING: {total:?}"
+    );
+    assert!(
+        total.write_failed_evicted > 0,
+        "write error during eviction: {total:?}"
+    );
+    assert!(
+        total.evict_reading > 0,
+        "read in flight on an evicted range: {total:?}"
+    );
+}
