@@ -8,7 +8,19 @@ use std::sync::Arc;
 /// (zero-copy), or to a heap copy when the buffer pool was exhausted.
 /// Holding a `Block` keeps its pool buffer out of the pool: drop it soon.
 #[derive(Clone, Debug)]
-pub struct Block(Repr);
+pub struct Block(Repr, Source);
+
+/// Which tier served a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The ARC, in DRAM.
+    Arc,
+    /// An L2 device.
+    L2,
+    /// The backing store.
+    Backing,
+}
 
 #[derive(Clone, Debug)]
 enum Repr {
@@ -17,11 +29,16 @@ enum Repr {
 }
 
 impl Block {
-    pub(crate) fn pool(buf: Buf) -> Self {
-        Block(Repr::Pool(buf))
+    pub(crate) fn pool(buf: Buf, source: Source) -> Self {
+        Block(Repr::Pool(buf), source)
     }
     pub(crate) fn heap(bytes: Vec<u8>) -> Self {
-        Block(Repr::Heap(bytes.into()))
+        Block(Repr::Heap(bytes.into()), Source::Backing)
+    }
+    /// Which tier served this block: for a read that joined another's
+    /// fill, the tier that fill came from.
+    pub fn source(&self) -> Source {
+        self.1
     }
     /// True when the bytes live in the engine's buffer pool.
     pub fn is_pooled(&self) -> bool {

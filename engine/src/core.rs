@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::backing::{BackingStore, ReadDone, ReadResult};
-use crate::block::Block;
+use crate::block::{Block, Source};
 use crate::bufpool::{Buf, BufPool};
 use crate::error::{BackingError, Error, Result};
 use crate::l2::feeder::{FeedCtx, Feeder};
@@ -451,6 +451,7 @@ impl Core {
                 .data
                 .clone()
                 .expect("resident header has data"),
+            Source::Arc,
         )
     }
 
@@ -586,7 +587,7 @@ impl Core {
         let _ = self
             .shard
             .complete_fill(idx, buf.len() as u32, buf.clone(), flags);
-        let outcome = Ok(Some(Block::pool(buf)));
+        let outcome = Ok(Some(Block::pool(buf, Source::L2)));
         for w in fill.waiters {
             self.reply(w, outcome.clone());
         }
@@ -632,7 +633,7 @@ impl Core {
                     let _ = self
                         .shard
                         .complete_fill(idx, data.len() as u32, buf.clone(), flags);
-                    Ok(Some(Block::pool(buf)))
+                    Ok(Some(Block::pool(buf, Source::Backing)))
                 }
                 None => {
                     self.shard.abort_fill(idx);

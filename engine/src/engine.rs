@@ -11,7 +11,7 @@ use crate::error::{BackingError, Error, Result};
 use crate::job::{Job, JobReport, JobSpec};
 use crate::l2::{DevShared, L2Config, L2Core, L2Setup};
 use crate::reactor::{self, LoopConfig, Mailbox, Pushed};
-use crate::shard::{hash_key, shard_of, Policy, Shard};
+use crate::shard::{hash_key, shard_of, Policy, Shard, StageRules};
 use crate::stats::{ReactorStats, Stats};
 use std::future::Future;
 use std::pin::Pin;
@@ -176,7 +176,14 @@ impl EngineBuilder {
         }
         let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
-        let pool = BufPool::new(pool_bytes, cfg.max_block_size, cfg.hugepages).map_err(startup)?;
+        // Feed writes are pool buffers too: the classes reach the write size.
+        let max_class = match &l2_setup {
+            Some(l) => cfg
+                .max_block_size
+                .max(l.cfg.write_size.min(crate::bufpool::HUGEPAGE)),
+            None => cfg.max_block_size,
+        };
+        let pool = BufPool::new(pool_bytes, max_class, cfg.hugepages).map_err(startup)?;
         let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
         let core_ids = match cfg.pinning {
             Pinning::Off => None,
@@ -258,6 +265,13 @@ impl EngineBuilder {
                     max_block,
                 );
                 if let Some(l2) = l2 {
+                    if l2.cfg.stage_evicted {
+                        core.shard.l2_set_stage(StageRules {
+                            limit: core.shard.capacity() / 8,
+                            noprefetch: l2.cfg.noprefetch,
+                            mfuonly: l2.cfg.mfuonly,
+                        });
+                    }
                     match L2Core::open(l2, i, n, &pool) {
                         Ok(l2) => core.l2 = Some(Box::new(l2)),
                         Err(e) => core.open_error = Some(e),

@@ -43,7 +43,7 @@ pub mod shard;
 mod stats;
 
 pub use backing::{BackingStore, FileStore, FnStore, Latency, ReadDone, SimStore};
-pub use block::Block;
+pub use block::{Block, Source};
 pub use config::{Config, IdleStrategy, Pinning};
 pub use core::CoreCounters;
 pub use engine::{Engine, EngineBuilder, OpFuture};

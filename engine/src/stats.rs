@@ -49,7 +49,7 @@ pub struct Stats {
     /// DRAM of L2 headers (`l2_hdr_size`): the L2-only tables plus the
     /// feeders' logs.
     pub l2_hdr_size: u64,
-    /// DRAM per L2-only block: its table entry (20 B plus the table's
+    /// DRAM per L2-only block: its table entry (24 B plus the table's
     /// slack) plus its 4-byte log entry. ZFS's L2-only header is 96 B.
     pub l2_hdr_bytes_per_block: f64,
     /// L2 hits over fills that looked for an L2 copy.
@@ -82,6 +82,8 @@ fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
         l2_writing_evicted,
         l2_writing_invalidated,
         l2_write_failed_evicted,
+        l2_staged,
+        l2_stage_dropped,
     } = *b;
     a.hits += hits;
     a.misses += misses;
@@ -99,6 +101,8 @@ fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
     a.l2_writing_evicted += l2_writing_evicted;
     a.l2_writing_invalidated += l2_writing_invalidated;
     a.l2_write_failed_evicted += l2_write_failed_evicted;
+    a.l2_staged += l2_staged;
+    a.l2_stage_dropped += l2_stage_dropped;
 }
 
 fn add_core(a: &mut CoreCounters, b: &CoreCounters) {

@@ -21,9 +21,31 @@ struct Args {
     /// ARC capacity (e.g. 64MiB).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     arc: u64,
-    /// L2 device. Only `none` is supported so far.
+    /// L2 device: none, mem:SIZE, file:PATH[:SIZE] (io_uring) or
+    /// uring:/dev/DEVICE. Repeat for several devices.
     #[arg(long, default_value = "none")]
-    l2: String,
+    l2: Vec<String>,
+    /// Open io_uring L2 devices buffered instead of with O_DIRECT.
+    #[arg(long)]
+    l2_buffered: bool,
+    /// L2 write rate cap per device, per second (l2arc_write_max).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    l2_write_max: u64,
+    /// Extra L2 write rate while the ARC warms up (l2arc_write_boost).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    l2_write_boost: u64,
+    /// Time between L2 feeds (l2arc_feed_secs).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    l2_feed_interval: std::time::Duration,
+    /// Store L2 blocks uncompressed.
+    #[arg(long)]
+    l2_no_compress: bool,
+    /// Copy only MFU blocks to L2 (l2arc_mfuonly).
+    #[arg(long)]
+    l2_mfuonly: bool,
+    /// No L2 reads while the feeder writes (l2arc_norw).
+    #[arg(long)]
+    l2_norw: bool,
     /// Backing store: sim:LATENCY (e.g. sim:5ms).
     #[arg(long, default_value = "sim:200us")]
     backing: String,
@@ -86,12 +108,6 @@ fn run(a: Args) -> Result<(), String> {
     if a.bench_hits {
         return bench_hits(&a);
     }
-    if a.l2 != "none" {
-        return Err(format!(
-            "--l2 {}: unsupported: the L2 tier is not implemented yet; use --l2 none",
-            a.l2
-        ));
-    }
     let latency = match a.backing.split_once(':') {
         Some(("sim", lat)) => {
             Latency::Fixed(parse_duration(lat).map_err(|e| format!("--backing: {e}"))?)
@@ -133,20 +149,48 @@ fn run(a: Args) -> Result<(), String> {
     if let Some(r) = a.reactors {
         b = b.reactors(r);
     }
+    let mut notes = vec![];
+    let mut l2_names = vec![];
+    for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
+        let d = polarc_perf::devices::open(spec, !a.l2_buffered)?.expect("none was filtered out");
+        notes.extend(d.note);
+        let info = d.device.info();
+        l2_names.push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
+        b = b.l2_device_arc(d.device);
+    }
+    let l2_feed_min = std::time::Duration::from_millis(50).min(a.l2_feed_interval);
+    b = b.l2_config(polarc::L2Config {
+        write_max: a.l2_write_max,
+        write_boost: a.l2_write_boost,
+        feed_interval: a.l2_feed_interval,
+        feed_min_interval: l2_feed_min,
+        compress: !a.l2_no_compress,
+        mfuonly: a.l2_mfuonly,
+        norw: a.l2_norw,
+        ..polarc::L2Config::default()
+    });
     let e = b.build().map_err(|e| e.to_string())?;
     let s0 = e.stats();
-    let mut notes = vec![];
     if !s0.pool.hugepages {
         notes
             .push("buffer pool on normal pages (no 2 MiB hugepages; see env/setup.sh)".to_string());
     }
-    notes.push("no L2 device (the L2 tier is not implemented yet)".into());
-    println!("note: fell back to: {}", notes.join("; "));
+    if l2_names.is_empty() {
+        notes.push("no L2 device (--l2 none)".into());
+    }
+    if !notes.is_empty() {
+        println!("note: fell back to: {}", notes.join("; "));
+    }
     println!(
-        "polarc-perf: {} reactors, ARC {} MiB ({}), backing: {}",
+        "polarc-perf: {} reactors, ARC {} MiB ({}), L2: {}, backing: {}",
         e.config().reactors,
         a.arc >> 20,
         a.policy,
+        if l2_names.is_empty() {
+            "none".to_string()
+        } else {
+            l2_names.join(", ")
+        },
         e.backing_description()
     );
     println!(
@@ -185,33 +229,7 @@ fn run(a: Args) -> Result<(), String> {
         eprintln!();
     }
     e.shutdown().map_err(|e| e.to_string())?;
-    println!("\n{:<22}{:>14}", "ops/s", format!("{:.0}", r.ops_per_sec));
-    println!(
-        "{:<22}{:>14}",
-        "ARC hit ratio",
-        format!("{:.4}", r.hit_ratio)
-    );
-    println!("{:<22}{:>14}", "errors", r.errors);
-    let [p50, p90, p99, p999, max] = r.latency_us;
-    println!("{:<22}{:>14}", "latency p50 (us)", format!("{p50:.1}"));
-    println!("{:<22}{:>14}", "latency p90 (us)", format!("{p90:.1}"));
-    println!("{:<22}{:>14}", "latency p99 (us)", format!("{p99:.1}"));
-    println!("{:<22}{:>14}", "latency p99.9 (us)", format!("{p999:.1}"));
-    println!("{:<22}{:>14}", "latency max (us)", format!("{max:.1}"));
-    println!(
-        "{:<22}{:>14}",
-        "ARC target p (MiB)",
-        format!("{:.1}", stats.sizes.p / (1 << 20) as f64)
-    );
-    println!(
-        "{:<22}{:>14}",
-        "header B/block",
-        format!("{:.1}", stats.hdr_bytes_per_block)
-    );
-    println!(
-        "{:<22}{:>14}",
-        "backing reads", stats.requests.backing_reads
-    );
+    print_report(&r, &stats);
     if let Some(path) = &a.json {
         let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats });
         write_json(path, &doc)?;
@@ -277,5 +295,60 @@ fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), String> {
         Ok(())
     } else {
         std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))
+    }
+}
+
+fn print_report(r: &workload::Report, s: &polarc::Stats) {
+    let h = &r.hit_ratio;
+    println!(
+        "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
+        r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
+    );
+    println!(
+        "{:<10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+    );
+    let l = &r.latency_us;
+    for (name, c) in [
+        ("all", &l.all),
+        ("ARC hit", &l.arc_hit),
+        ("L2 hit", &l.l2_hit),
+        ("miss", &l.miss),
+    ] {
+        println!(
+            "{name:<10}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
+            c.count, c.p50, c.p90, c.p99, c.p999, c.max
+        );
+    }
+    println!(
+        "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
+        s.sizes.p / (1 << 20) as f64,
+        s.hdr_bytes_per_block,
+        s.requests.backing_reads
+    );
+    if s.l2.l2_writes_sent > 0 || s.l2.l2_feeds > 0 {
+        let l2 = &s.l2;
+        let z = &s.l2_sizes;
+        println!(
+            "L2: {} MiB stored in {} MiB ({:.2}:1), {} blocks, {:.1} B DRAM per L2-only block",
+            z.l2_size >> 20,
+            z.l2_asize >> 20,
+            z.l2_size as f64 / z.l2_asize.max(1) as f64,
+            z.l2_blocks,
+            s.l2_hdr_bytes_per_block
+        );
+        println!(
+            "L2: feeds {}, writes {} ({} MiB, {} failed), hits {}, misses {}, rw_clash {}, cksum_bad {}, io_error {}, evicted {}",
+            l2.l2_feeds,
+            l2.l2_writes_done,
+            l2.l2_write_bytes >> 20,
+            l2.l2_writes_error,
+            l2.l2_hits,
+            l2.l2_misses,
+            l2.l2_rw_clash,
+            l2.l2_cksum_bad,
+            l2.l2_io_error,
+            l2.l2_evicted
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Read-through workloads driven from client threads, each keeping a
 //! fixed number of requests in flight through the engine's futures.
 
-use polarc::{index_key, Engine, Stats};
+use polarc::{index_key, Engine, Source, Stats};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
@@ -27,6 +27,61 @@ pub struct Workload {
     pub queue_depth: usize,
 }
 
+/// Hit ratios over the measured operations, by the tier that served them.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct HitRatio {
+    /// Served by the ARC or L2.
+    pub overall: f64,
+    /// Served by the ARC.
+    pub arc: f64,
+    /// Served by L2.
+    pub l2: f64,
+}
+
+/// Latency percentiles of one class, in µs.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Latency {
+    /// Operations in the class.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50: us(0.5),
+            p90: us(0.9),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Latency per class of operation.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Latencies {
+    /// Every operation.
+    pub all: Latency,
+    /// Served by the ARC.
+    pub arc_hit: Latency,
+    /// Served by L2.
+    pub l2_hit: Latency,
+    /// Served by the backing store.
+    pub miss: Latency,
+}
+
 /// What a run measured.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
@@ -36,12 +91,18 @@ pub struct Report {
     pub seconds: f64,
     /// Throughput.
     pub ops_per_sec: f64,
-    /// ARC hit ratio over the measured part.
-    pub hit_ratio: f64,
-    /// Latency percentiles in µs: p50, p90, p99, p99.9, max.
-    pub latency_us: [f64; 5],
+    /// Hit ratios, from the tier each read reports ([`polarc::Block::source`]).
+    pub hit_ratio: HitRatio,
+    /// Latency percentiles per class.
+    pub latency_us: Latencies,
     /// Operations that failed.
     pub errors: u64,
+}
+
+type Hists = [hdrhistogram::Histogram<u64>; 3];
+
+fn hists() -> Hists {
+    std::array::from_fn(|_| hdrhistogram::Histogram::<u64>::new(3).expect("histogram"))
 }
 
 enum Keys {
@@ -73,14 +134,15 @@ impl std::task::Wake for ThreadWaker {
     }
 }
 
-/// Runs `ops` read-throughs; returns (errors, latency histogram in ns).
+/// Runs `ops` read-throughs; returns (errors, latency histograms in ns
+/// for ARC hits, L2 hits and misses).
 fn phase(
     e: &Engine,
     w: &Workload,
     ops: u64,
     seed: u64,
     progress: &dyn Fn(u64),
-) -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
+) -> Result<(u64, Hists), String> {
     let keys = std::sync::Arc::new(Keys::new(w)?);
     let per_client = ops / w.clients as u64;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -90,7 +152,7 @@ fn phase(
             let qd = w.queue_depth.max(1);
             std::thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed + c as u64);
-                let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+                let mut hist = hists();
                 let mut errors = 0;
                 // Park when nothing completed: spinning here would starve the
                 // reactors and the store of the cores they need.
@@ -113,9 +175,17 @@ fn phase(
                             Poll::Pending => i += 1,
                             Poll::Ready(r) => {
                                 let (t, _) = inflight.swap_remove(i);
-                                let _ = hist.record(t.elapsed().as_nanos() as u64);
-                                if r.is_err() {
-                                    errors += 1;
+                                let ns = t.elapsed().as_nanos() as u64;
+                                match r {
+                                    Ok(b) => {
+                                        let class = match b.source() {
+                                            Source::Arc => 0,
+                                            Source::L2 => 1,
+                                            Source::Backing => 2,
+                                        };
+                                        let _ = hist[class].record(ns);
+                                    }
+                                    Err(_) => errors += 1,
                                 }
                                 completed += 1;
                                 if completed % 4096 == 0 {
@@ -140,14 +210,16 @@ fn phase(
             last = Instant::now();
         }
     }
-    let mut total = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut total = hists();
     let mut errors = 0;
     for h in handles {
         let (e, hist) = h
             .join()
             .map_err(|_| "a client thread panicked".to_string())?;
         errors += e;
-        total.add(hist).map_err(|e| e.to_string())?;
+        for (t, h) in total.iter_mut().zip(hist) {
+            t.add(h).map_err(|e| e.to_string())?;
+        }
     }
     Ok((errors, total))
 }
@@ -163,32 +235,32 @@ pub fn run(
             progress("warm-up", n, w.warmup_ops)
         })?;
     }
-    let before = e.stats();
     let start = Instant::now();
     let (errors, hist) = phase(e, w, w.ops, 1_000_003, &|n| progress("measure", n, w.ops))?;
     let seconds = start.elapsed().as_secs_f64();
     let after = e.stats();
-    let hits = after.arc.hits - before.arc.hits;
-    let accesses = hits + after.arc.misses - before.arc.misses;
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let ops = hist.len();
+    let mut all = hists().into_iter().next().expect("one");
+    for h in &hist {
+        all.add(h).map_err(|e| e.to_string())?;
+    }
+    let ops = all.len() + errors;
+    let share = |n: u64| if ops == 0 { 0.0 } else { n as f64 / ops as f64 };
     Ok((
         Report {
             ops,
             seconds,
             ops_per_sec: ops as f64 / seconds,
-            hit_ratio: if accesses == 0 {
-                0.0
-            } else {
-                hits as f64 / accesses as f64
+            hit_ratio: HitRatio {
+                overall: share(hist[0].len() + hist[1].len()),
+                arc: share(hist[0].len()),
+                l2: share(hist[1].len()),
             },
-            latency_us: [
-                us(0.5),
-                us(0.9),
-                us(0.99),
-                us(0.999),
-                hist.max() as f64 / 1000.0,
-            ],
+            latency_us: Latencies {
+                all: Latency::of(&all),
+                arc_hit: Latency::of(&hist[0]),
+                l2_hit: Latency::of(&hist[1]),
+                miss: Latency::of(&hist[2]),
+            },
             errors,
         },
         after,

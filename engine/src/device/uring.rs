@@ -90,8 +90,7 @@ impl UringDevice {
             if let Some(size) = opts.size {
                 let len = file.metadata().map_err(|e| io_err("stat", path, e))?.len();
                 if len < size {
-                    file.set_len(size)
-                        .map_err(|e| io_err("extending", path, e))?;
+                    allocate(&file, size).map_err(|e| io_err("allocating", path, e))?;
                 }
             }
             // 4 KiB: the block size of the filesystems O_DIRECT runs on.
@@ -121,6 +120,26 @@ impl UringDevice {
     pub fn direct(&self) -> bool {
         self.direct
     }
+}
+
+/// Extends a file to `size` bytes with its blocks allocated: direct writes
+/// into holes or unwritten extents serialise on ext4's inode lock, and
+/// measured here they ran 100x slower. Falls back to a sparse `set_len`
+/// where the filesystem has no fallocate.
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(size)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "size too large"))?;
+    // SAFETY: fallocate takes an open fd and two integers; no memory is shared.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        log::warn!("this filesystem has no fallocate; the L2 file stays sparse");
+        return file.set_len(size);
+    }
+    Err(e)
 }
 
 /// Size and logical block size of a block device.

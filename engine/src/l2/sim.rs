@@ -5,7 +5,8 @@
 //! covers the feeder / done / evict message interleavings: blocks evicted
 //! from the ARC while their write is in flight, blocks invalidated while
 //! being written, writes failing for blocks already evicted, reads in
-//! flight on a range the feeder is about to overwrite.
+//! flight on a range the feeder is about to overwrite, evicted blocks
+//! staged for the feeder and dropped from a full staging queue.
 //!
 //! Invariants: every read returns the bytes of the version current when
 //! it was issued; no checksum fails (nothing corrupts data here, so a bad
@@ -21,7 +22,7 @@ use crate::device::{
     check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
 };
 use crate::reactor::Mailbox;
-use crate::shard::{hash_key, shard_of, Flags, Policy, Shard};
+use crate::shard::{hash_key, shard_of, Flags, Policy, Shard, StageRules};
 use crate::SimStore;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -172,6 +173,8 @@ struct Seen {
     writing_evicted: u64,
     writing_invalidated: u64,
     write_failed_evicted: u64,
+    staged: u64,
+    stage_dropped: u64,
 }
 
 fn step_core(core: &mut Core, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
@@ -222,6 +225,7 @@ fn run(seed: u64) -> Seen {
             writes_in_flight: Default::default(),
         })],
     };
+    let stage = rng.gen_bool(0.5);
     let mut cores: Vec<Core> = (0..n)
         .map(|i| {
             let mut c = Core::new(
@@ -233,6 +237,13 @@ fn run(seed: u64) -> Seen {
                 4096,
             );
             c.l2 = Some(Box::new(L2Core::open(setup.clone(), i, n, &pool).unwrap()));
+            if stage {
+                c.shard.l2_set_stage(StageRules {
+                    limit: 3 << 10,
+                    noprefetch: false,
+                    mfuonly: false,
+                });
+            }
             c
         })
         .collect();
@@ -302,7 +313,9 @@ fn run(seed: u64) -> Seen {
         rounds += 1;
         assert!(rounds < 100_000, "seed {seed}: never quiet");
     }
-    for c in &cores {
+    for c in cores.iter_mut() {
+        // Staged blocks wait for a feeder that has stopped.
+        c.shard.l2_unstage_all();
         assert_eq!(c.shard.headers_with(Flags::L2_WRITING), 0, "seed {seed}");
     }
     // Every key once more: L2 copies are read and verified.
@@ -334,6 +347,8 @@ fn run(seed: u64) -> Seen {
         seen.writing_evicted += s.shard.l2_writing_evicted;
         seen.writing_invalidated += s.shard.l2_writing_invalidated;
         seen.write_failed_evicted += s.shard.l2_write_failed_evicted;
+        seen.staged += s.shard.l2_staged;
+        seen.stage_dropped += s.shard.l2_stage_dropped;
         sent += s.l2.l2_writes_sent;
         freed += s.l2.l2_free_on_write;
     }
@@ -355,6 +370,8 @@ fn feeder_done_and_evict_interleavings_keep_every_invariant() {
         total.writing_evicted += s.writing_evicted;
         total.writing_invalidated += s.writing_invalidated;
         total.write_failed_evicted += s.write_failed_evicted;
+        total.staged += s.staged;
+        total.stage_dropped += s.stage_dropped;
     }
     println!("40 runs: {total:?}");
     // Each interleaving of the issue happened, many times.

@@ -96,11 +96,7 @@ impl std::fmt::Debug for Flags {
 /// * `b`: stored size in bits 0..22, logical size in bits 22..44, encoding
 ///   in bits 44..46, "came from MFU" in bit 46, checksum bits 16..32 in
 ///   bits 47..63.
-///
-/// Aligned to 4 bytes, so that an L2-only entry (a 4-byte hash and this)
-/// takes 20 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
 pub struct L2Loc {
     a: u64,
     b: u64,

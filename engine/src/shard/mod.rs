@@ -18,7 +18,7 @@ mod list;
 pub use header::{
     Flags, Header, HeaderIdx, L2Loc, State, L2_MAX_OFFSET, L2_MAX_SIZE, L2_SECTOR, NIL,
 };
-pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules};
+pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules, StageRules};
 pub use list::List;
 
 use hashbrown::HashTable;
@@ -107,6 +107,11 @@ pub struct ShardCounters {
     pub l2_writing_invalidated: u64,
     /// L2 writes that failed for blocks that had left the ARC meanwhile.
     pub l2_write_failed_evicted: u64,
+    /// Blocks evicted before the feeder reached them, kept for it in the
+    /// staging queue.
+    pub l2_staged: u64,
+    /// Staged blocks dropped because the queue was full.
+    pub l2_stage_dropped: u64,
 }
 
 /// Sizes of the ARC states, in bytes and blocks.
@@ -149,6 +154,7 @@ pub struct Shard<T> {
     b2: List,
     l2only: HashTable<L2Entry>,
     l2: L2Sizes,
+    stage: l2::Stage<T>,
     /// Counters, read by the reactor for stats.
     pub counters: ShardCounters,
 }
@@ -171,6 +177,7 @@ impl<T> Shard<T> {
             b2: List::default(),
             l2only: l2::new_table(),
             l2: L2Sizes::default(),
+            stage: l2::Stage::default(),
             counters: ShardCounters::default(),
         }
     }
@@ -247,7 +254,7 @@ impl<T> Shard<T> {
                 self.table.insert_unique(table_hash(hash), idx, |&i| {
                     table_hash(hash_key(&self.slab[i as usize].key))
                 });
-                if let Some(loc) = self.l2only_take(hash as u32) {
+                if let Some(loc) = self.l2only_take(key, hash) {
                     self.slab[idx as usize].l2 = loc;
                 }
                 idx
@@ -271,16 +278,20 @@ impl<T> Shard<T> {
     ) -> Result<(), (Rejected, T)> {
         let h = &mut self.slab[idx as usize];
         debug_assert!(h.flags.contains(Flags::IO_IN_PROGRESS));
-        h.flags.remove(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
+            h.flags.remove(Flags::IO_IN_PROGRESS);
             self.free_detached(idx);
             return Err((Rejected::Detached, data));
         }
         if u64::from(size) > self.c {
+            h.flags.remove(Flags::IO_IN_PROGRESS);
             self.counters.too_large += 1;
             self.settle_unfilled(idx);
             return Err((Rejected::TooLarge, data));
         }
+        // IO_IN_PROGRESS stays set while the block is admitted: making room
+        // may drop this very header from the L2 staging queue, which must
+        // not free it.
         if h.state.is_ghost() {
             // The ghost's recorded size is what its list accounts for; the
             // new size takes effect once it is off the list.
@@ -290,6 +301,7 @@ impl<T> Shard<T> {
             self.admit_new(idx);
         }
         let h = &mut self.slab[idx as usize];
+        h.flags.remove(Flags::IO_IN_PROGRESS);
         h.data = Some(data);
         h.flags.insert(flags);
         self.counters.inserts += 1;
@@ -313,7 +325,7 @@ impl<T> Shard<T> {
     /// the table, so that neither can bring the key back; it is freed when
     /// the last of them completes. Returns true when the key was known.
     pub fn invalidate(&mut self, hash: u64, key: &[u8]) -> bool {
-        let l2only = self.l2only_drop(hash as u32);
+        let l2only = self.l2only_drop(key, hash);
         let Some(idx) = self.find(hash, key) else {
             if l2only {
                 self.counters.invalidates += 1;
@@ -388,6 +400,11 @@ impl<T> Shard<T> {
             .iter()
             .filter(|&&i| self.slab[i as usize].flags.contains(flag))
             .count()
+    }
+
+    /// Capacity `c` in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.c
     }
 
     /// The replacement policy.
@@ -520,7 +537,10 @@ impl<T> Shard<T> {
             self.counters.evict_mfu += 1;
         }
         self.counters.evicted_bytes += size;
-        self.slab[idx as usize].data = None;
+        let data = self.slab[idx as usize].data.take();
+        if let Some(data) = data {
+            self.l2_stage_evicted(idx, state, data);
+        }
         if to_ghost {
             let (ghost_state, list) = if state == State::Mru {
                 (State::MruGhost, &mut self.b1)
@@ -554,12 +574,13 @@ impl<T> Shard<T> {
             return;
         }
         let loc = h.l2;
-        let hash = hash_key(&h.key);
         self.remove_from_table(idx);
-        self.free_slot(idx);
         if loc.is_some() {
-            self.l2_keep_only(hash as u32, loc);
+            let key = std::mem::take(&mut self.slab[idx as usize].key);
+            self.l2_keep_only(&key, hash_key(&key), loc);
+            self.slab[idx as usize].key = key;
         }
+        self.free_slot(idx);
     }
 
     /// After an aborted or rejected fill: a new (anon) header is removed,

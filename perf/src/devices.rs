@@ -1,0 +1,104 @@
+//! `--l2` device specs: `none`, `mem:SIZE`, `file:PATH[:SIZE]`,
+//! `uring:/dev/XXX`.
+
+use crate::units::parse_size;
+use polarc::device::mem::MemDevice;
+use polarc::device::uring::{UringDevice, UringOptions};
+use polarc::device::BlockDevice;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An opened L2 device, and a note when it fell back to something.
+pub struct Opened {
+    /// The device.
+    pub device: Arc<dyn BlockDevice>,
+    /// What it fell back to, if anything (e.g. buffered I/O).
+    pub note: Option<String>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("device", &self.device.info())
+            .field("note", &self.note)
+            .finish()
+    }
+}
+
+/// Opens the device `spec` names; `None` for `none`. `direct` asks for
+/// `O_DIRECT` on io_uring devices.
+pub fn open(spec: &str, direct: bool) -> Result<Option<Opened>, String> {
+    let bad = |why: &str| format!("--l2 {spec}: {why}");
+    if spec == "none" {
+        return Ok(None);
+    }
+    let (kind, rest) = spec
+        .split_once(':')
+        .ok_or_else(|| bad("expected none, mem:SIZE, file:PATH[:SIZE] or uring:/dev/DEVICE"))?;
+    let uring = |path: &str, size: Option<u64>| -> Result<Opened, String> {
+        let opts = UringOptions {
+            direct,
+            size,
+            ..UringOptions::default()
+        };
+        let d = UringDevice::open(Path::new(path), opts).map_err(|e| bad(&e.to_string()))?;
+        let note = (direct && !d.direct())
+            .then(|| format!("{path}: buffered I/O (the filesystem refused O_DIRECT)"));
+        Ok(Opened {
+            device: Arc::new(d),
+            note,
+        })
+    };
+    match kind {
+        "mem" => {
+            let size = parse_size(rest).map_err(|e| bad(&e))?;
+            let d = MemDevice::new(size, 512).map_err(|e| bad(&e.to_string()))?;
+            Ok(Some(Opened {
+                device: Arc::new(d),
+                note: None,
+            }))
+        }
+        "file" => {
+            // PATH[:SIZE]: a size is whatever follows the last colon, if it parses.
+            let (path, size) = match rest.rsplit_once(':') {
+                Some((p, s)) if parse_size(s).is_ok() => (p, Some(parse_size(s)?)),
+                _ => (rest, None),
+            };
+            if size.is_none() && !Path::new(path).exists() {
+                return Err(bad(
+                    "the file does not exist; give a size, e.g. file:/tmp/l2.img:2GiB",
+                ));
+            }
+            uring(path, size).map(Some)
+        }
+        "uring" => uring(rest, None).map(Some),
+        "spdk" => Err(bad("unsupported: the SPDK backend is not built yet")),
+        _ => Err(bad(
+            "unknown device kind; expected none, mem, file or uring",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_open_or_name_the_problem() {
+        assert!(open("none", true).unwrap().is_none());
+        let m = open("mem:16MiB", true).unwrap().unwrap();
+        assert_eq!(m.device.info().capacity, 16 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l2.img");
+        let f = open(&format!("file:{}:8MiB", p.display()), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.device.info().capacity, 8 << 20);
+        let err = |s: &str| open(s, true).err().unwrap();
+        assert!(err("mem:lots").contains("--l2 mem:lots"));
+        assert!(err("disk:/x").contains("unknown device kind"));
+        assert!(err("file:/nonexistent/x.img").contains("does not exist"));
+        assert!(err("spdk:0000:01:00.0").contains("unsupported"));
+        assert!(err("bogus").contains("expected none"));
+    }
+}
