@@ -109,6 +109,11 @@ pub(crate) enum Msg {
         dev: u8,
         seq: u64,
     },
+    /// Shard → feeder: blocks are piling up in my staging queue; feed now
+    /// (still within the write rate cap).
+    L2Kick {
+        dev: u8,
+    },
     /// Feeder → shard: where the blocks landed, or `None` when their write
     /// failed (the deferred done list).
     L2Done {
@@ -131,6 +136,7 @@ impl std::fmt::Debug for Msg {
             Msg::L2Picked { dev, picks, .. } => write!(f, "L2Picked(dev {dev}, {})", picks.len()),
             Msg::L2Evict { dev, ranges, .. } => write!(f, "L2Evict(dev {dev}, {})", ranges.len()),
             Msg::L2EvictAck { dev, seq } => write!(f, "L2EvictAck(dev {dev}, seq {seq})"),
+            Msg::L2Kick { dev } => write!(f, "L2Kick(dev {dev})"),
             Msg::L2Done { dev, entries } => write!(f, "L2Done(dev {dev}, {})", entries.len()),
         }
     }
@@ -303,6 +309,14 @@ impl Core {
         let Some(l2) = self.l2.as_deref_mut() else {
             return false;
         };
+        if !l2.kicked && self.shard.l2_stage_pressure() {
+            l2.kicked = true;
+            for d in &l2.devs {
+                let _ = self.peers[d.shared.feeder].send(Msg::L2Kick {
+                    dev: d.shared.index,
+                });
+            }
+        }
         let mut done = std::mem::take(&mut l2.done);
         let mut busy = false;
         for d in l2.devs.iter_mut() {
@@ -352,6 +366,9 @@ impl Core {
                 rules,
             } => {
                 let picks = self.shard.l2_pick(&rules);
+                if let Some(l2) = self.l2.as_deref_mut() {
+                    l2.kicked = false;
+                }
                 let c = self.shard.counters;
                 let warm = c.evict_mru + c.evict_mfu > 0;
                 self.send(
@@ -377,6 +394,7 @@ impl Core {
                 ranges,
             } => self.l2_evict(dev, feeder, seq, ranges),
             Msg::L2EvictAck { dev, seq } => self.with_feeder(dev, |f, _| f.on_evict_ack(seq)),
+            Msg::L2Kick { dev } => self.with_feeder(dev, |f, _| f.on_kick()),
             Msg::L2Done { entries, .. } => {
                 for (idx, loc) in entries {
                     self.shard.l2_done(idx, loc);

@@ -33,7 +33,8 @@ pub struct JobSpec {
     pub keys: u64,
     /// Operations each reactor's job completes.
     pub ops_per_reactor: u64,
-    /// Requests to other reactors in flight at once, per job.
+    /// Requests in flight at once, per job: fills of local misses and
+    /// requests to other reactors.
     pub queue_depth: usize,
     /// The operation.
     pub op: JobOp,
@@ -133,6 +134,12 @@ impl Poller<Core> for Job {
             let key = index_key(i);
             let hash = hash_key(&key);
             let owner = shard_of(hash, n);
+            if self.inflight >= self.spec.queue_depth {
+                // Misses (local fills, L2 reads) and remote requests share
+                // the job's queue depth.
+                self.next = Some(i);
+                break;
+            }
             if owner == core.id {
                 self.issued += 1;
                 self.report.local_ops += 1;
@@ -147,7 +154,7 @@ impl Poller<Core> for Job {
                     }
                     None => self.account(Ok(None)),
                 }
-            } else if self.inflight < self.spec.queue_depth {
+            } else {
                 self.issued += 1;
                 self.inflight += 1;
                 self.report.remote_ops += 1;
@@ -163,9 +170,6 @@ impl Poller<Core> for Job {
                     reply: Reply::Reactor(core.id),
                 };
                 core.queue_request(owner, req);
-            } else {
-                self.next = Some(i);
-                break;
             }
         }
         if self.report.ops == self.spec.ops_per_reactor {

@@ -275,3 +275,42 @@ fn the_ring_wraps_many_times_without_a_bad_checksum() {
     assert!(s.l2_sizes.l2_asize <= cap);
     e.shutdown().unwrap();
 }
+
+#[test]
+#[ignore]
+fn debug_uniform_after_warmup() {
+    let (e, reads) = engine(
+        MemDevice::new(256 << 20, 512).unwrap(),
+        fast_feed(),
+        2 << 20,
+    );
+    let n = 20_000u64;
+    for pass in 0..3 {
+        for i in 0..n {
+            e.read(&key(i)).unwrap();
+        }
+        settle(&e);
+        std::thread::sleep(Duration::from_millis(500));
+        let s = e.stats();
+        println!(
+            "pass {pass}: l2 blocks {} only {} backing {}",
+            s.l2_sizes.l2_blocks,
+            s.l2_sizes.l2_only_blocks,
+            reads.load(Ordering::Relaxed)
+        );
+    }
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let before = reads.load(Ordering::Relaxed);
+    for _ in 0..50_000 {
+        e.read(&key(rng.gen_range(0..n))).unwrap();
+    }
+    let s = e.stats();
+    println!(
+        "random: {} backing reads; l2 blocks {}; {:?} {:?}",
+        reads.load(Ordering::Relaxed) - before,
+        s.l2_sizes.l2_blocks,
+        s.l2,
+        s.arc
+    );
+}

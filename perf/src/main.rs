@@ -82,6 +82,20 @@ struct Args {
     /// Write the report as JSON to this path (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
+    /// Run the measured phase as jobs on the reactors themselves (as
+    /// SPDK's bdevperf does), --queue-depth per reactor, uniform keys.
+    #[arg(long)]
+    in_reactor: bool,
+    /// Warm up by reading every key once, in order.
+    #[arg(long)]
+    sequential_warmup: bool,
+    /// After warm-up, wait until L2 feeding has settled.
+    #[arg(long)]
+    settle_l2: bool,
+    /// After the run, run fio's io_uring 4K random read on the same L2
+    /// file, at the same total queue depth, and compare L2-hit throughput.
+    #[arg(long)]
+    fio_compare: bool,
     /// Run the ARC-hit benchmark (polarc vs a mutex-sharded HashMap) instead.
     #[arg(long)]
     bench_hits: bool,
@@ -214,6 +228,8 @@ fn run(a: Args) -> Result<(), String> {
         warmup_ops: a.warmup_ops,
         clients: a.clients,
         queue_depth: a.queue_depth,
+        sequential_warmup: a.sequential_warmup,
+        settle_l2: a.settle_l2,
     };
     let tty = std::io::stderr().is_terminal();
     let progress = |phase: &str, done: u64, total: u64| {
@@ -224,14 +240,23 @@ fn run(a: Args) -> Result<(), String> {
             eprintln!("{phase}: {done}/{total} ({pct:.0}%)");
         }
     };
-    let (r, stats) = workload::run(&e, &w, &progress)?;
+    let (r, stats) = if a.in_reactor {
+        workload::run_in_reactor(&e, &w, &progress)?
+    } else {
+        workload::run(&e, &w, &progress)?
+    };
     if tty {
         eprintln!();
     }
     e.shutdown().map_err(|e| e.to_string())?;
     print_report(&r, &stats);
+    let fio = if a.fio_compare {
+        Some(fio_compare(&a, &r, &stats)?)
+    } else {
+        None
+    };
     if let Some(path) = &a.json {
-        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats });
+        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats, "fio": fio });
         write_json(path, &doc)?;
     }
     Ok(())
@@ -351,4 +376,66 @@ fn print_report(r: &workload::Report, s: &polarc::Stats) {
             l2.l2_evicted
         );
     }
+}
+
+/// Runs fio's io_uring 4K random read, O_DIRECT, on the L2 file at the
+/// run's total queue depth, over the bytes L2 used, and compares.
+fn fio_compare(
+    a: &Args,
+    r: &workload::Report,
+    s: &polarc::Stats,
+) -> Result<serde_json::Value, String> {
+    let spec = a.l2.iter().find(|s| s.as_str() != "none");
+    let path = match spec.and_then(|s| s.split_once(':')) {
+        Some(("file", rest)) => rest
+            .rsplit_once(':')
+            .filter(|(_, sz)| parse_size(sz).is_ok())
+            .map_or(rest, |(p, _)| p)
+            .to_string(),
+        Some(("uring", p)) => p.to_string(),
+        _ => return Err("--fio-compare needs an --l2 file: or uring: device".into()),
+    };
+    let depth = if a.in_reactor {
+        s.reactors.len() * a.queue_depth
+    } else {
+        a.clients * a.queue_depth
+    };
+    let size = s.l2.l2_write_bytes.max(64 << 20).next_multiple_of(1 << 20);
+    let out = std::process::Command::new("fio")
+        .args([
+            "--name=l2",
+            &format!("--filename={path}"),
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--rw=randread",
+            "--bs=4k",
+            &format!("--iodepth={depth}"),
+            &format!("--size={size}"),
+            "--runtime=10",
+            "--time_based",
+            "--output-format=json",
+        ])
+        .output()
+        .map_err(|e| {
+            format!("--fio-compare: cannot run fio ({e}); install it (apt install fio)")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "--fio-compare: fio failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("--fio-compare: fio's JSON: {e}"))?;
+    let iops = v["jobs"][0]["read"]["iops"].as_f64().unwrap_or(0.0);
+    let l2_ops = r.ops_per_sec * r.hit_ratio.l2;
+    println!(
+        "fio io_uring 4K randread, O_DIRECT, QD {depth} on {path}: {iops:.0} IOPS; polarc L2 hits {l2_ops:.0}/s (all ops {:.0}/s): ratio {:.2}",
+        r.ops_per_sec,
+        l2_ops / iops.max(1.0)
+    );
+    Ok(serde_json::json!({
+        "fio_iops": iops, "depth": depth, "polarc_l2_hits_per_sec": l2_ops,
+        "polarc_ops_per_sec": r.ops_per_sec, "ratio": l2_ops / iops.max(1.0),
+    }))
 }

@@ -25,6 +25,12 @@ pub struct Workload {
     pub clients: usize,
     /// Requests in flight per client.
     pub queue_depth: usize,
+    /// Read every key in order during warm-up (instead of the measured
+    /// distribution), so that every key has been seen once.
+    pub sequential_warmup: bool,
+    /// After warm-up, wait until the L2 feeders have written what they
+    /// could (the L2 block count stops growing).
+    pub settle_l2: bool,
 }
 
 /// Hit ratios over the measured operations, by the tier that served them.
@@ -141,10 +147,12 @@ fn phase(
     w: &Workload,
     ops: u64,
     seed: u64,
+    sequential: bool,
     progress: &dyn Fn(u64),
 ) -> Result<(u64, Hists), String> {
     let keys = std::sync::Arc::new(Keys::new(w)?);
-    let per_client = ops / w.clients as u64;
+    let per_client = ops.div_ceil(w.clients as u64);
+    let (clients, nkeys) = (w.clients as u64, w.keys);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handles: Vec<_> = (0..w.clients)
         .map(|c| {
@@ -164,7 +172,12 @@ fn phase(
                 let mut completed = 0u64;
                 while completed < per_client {
                     while issued < per_client && inflight.len() < qd {
-                        let k = index_key(keys.sample(&mut rng));
+                        let i = if sequential {
+                            (c as u64 + issued * clients) % nkeys
+                        } else {
+                            keys.sample(&mut rng)
+                        };
+                        let k = index_key(i);
                         inflight.push((Instant::now(), e.read_async(&k)));
                         issued += 1;
                     }
@@ -231,12 +244,25 @@ pub fn run(
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<(Report, Stats), String> {
     if w.warmup_ops > 0 {
-        phase(e, w, w.warmup_ops, 1, &|n| {
+        phase(e, w, w.warmup_ops, 1, w.sequential_warmup, &|n| {
             progress("warm-up", n, w.warmup_ops)
         })?;
     }
+    if w.settle_l2 {
+        let mut last = e.stats().l2_sizes.l2_blocks;
+        let mut still = 0;
+        while still < 5 {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = e.stats().l2_sizes.l2_blocks;
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            progress("settle L2", now, w.keys);
+        }
+    }
     let start = Instant::now();
-    let (errors, hist) = phase(e, w, w.ops, 1_000_003, &|n| progress("measure", n, w.ops))?;
+    let (errors, hist) = phase(e, w, w.ops, 1_000_003, false, &|n| {
+        progress("measure", n, w.ops)
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     let after = e.stats();
     let mut all = hists().into_iter().next().expect("one");
@@ -261,6 +287,56 @@ pub fn run(
                 l2_hit: Latency::of(&hist[1]),
                 miss: Latency::of(&hist[2]),
             },
+            errors,
+        },
+        after,
+    ))
+}
+
+/// Warms up from client threads, then measures with a job on every
+/// reactor: uniform read-throughs, `queue_depth` in flight per reactor.
+/// Per-class latency is not measured this way; hit ratios come from the
+/// engine's counters.
+pub fn run_in_reactor(
+    e: &Engine,
+    w: &Workload,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<(Report, Stats), String> {
+    let warm = Workload {
+        ops: 0,
+        ..w.clone()
+    };
+    run(e, &warm, progress)?;
+    let before = e.stats();
+    let spec = polarc::JobSpec {
+        keys: w.keys,
+        ops_per_reactor: w.ops / before.reactors.len() as u64,
+        queue_depth: w.queue_depth,
+        op: polarc::JobOp::Read,
+        seed: 7,
+    };
+    let reports = e.run_jobs(&spec).map_err(|e| e.to_string())?;
+    let after = e.stats();
+    let ops: u64 = reports.iter().map(|r| r.ops).sum();
+    let errors: u64 = reports.iter().map(|r| r.errors).sum();
+    let seconds = reports
+        .iter()
+        .map(|r| r.elapsed.as_secs_f64())
+        .fold(0.0, f64::max);
+    let arc = after.arc.hits - before.arc.hits;
+    let l2 = after.l2.l2_hits - before.l2.l2_hits;
+    let share = |n: u64| if ops == 0 { 0.0 } else { n as f64 / ops as f64 };
+    Ok((
+        Report {
+            ops,
+            seconds,
+            ops_per_sec: ops as f64 / seconds.max(1e-9),
+            hit_ratio: HitRatio {
+                overall: share(arc + l2),
+                arc: share(arc),
+                l2: share(l2),
+            },
+            latency_us: Latencies::default(),
             errors,
         },
         after,

@@ -122,6 +122,14 @@ impl BufPool {
         })
     }
 
+    /// The pool's memory: (start address, length). Every buffer lies in
+    /// it, so a device can register it once (io_uring fixed buffers, SPDK
+    /// DMA memory).
+    pub fn region(&self) -> (usize, usize) {
+        let r = &self.shared.region;
+        (r.base().as_ptr() as usize, r.len())
+    }
+
     /// The largest buffer the pool hands out.
     pub fn max_buf(&self) -> usize {
         *self.shared.classes.last().expect("at least one class")

@@ -41,6 +41,9 @@ pub fn run(dev: &dyn BlockDevice, pool: &BufPool) -> Result<(), String> {
     let depth = 8;
     let mut q = dev.open_queue(depth).map_err(|e| e.to_string())?;
     let mut q2 = dev.open_queue(depth).map_err(|e| e.to_string())?;
+    // One queue with the pool registered (where the backend can), one
+    // without: both must move the same bytes.
+    q.register_pool(pool).map_err(|e| e.to_string())?;
 
     // Writes of several sizes, including the last block, read back through
     // another queue.

@@ -226,6 +226,10 @@ impl DeviceQueue for FaultyQueue {
     fn in_flight(&self) -> usize {
         self.inner.in_flight() + self.injected.len() + self.held.len()
     }
+
+    fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
+        self.inner.register_pool(pool)
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod faulty;
 pub mod mem;
 pub mod uring;
 
-use crate::bufpool::{Buf, BufMut};
+use crate::bufpool::{Buf, BufMut, BufPool};
 
 /// What a device is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -163,6 +163,13 @@ pub trait DeviceQueue {
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize;
     /// Requests submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
+    /// Registers the buffer pool's memory with the device, if the backend
+    /// can use that (io_uring fixed buffers). Returns whether it did;
+    /// buffers outside the pool still work, unregistered.
+    fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
+        let _ = pool;
+        Ok(false)
+    }
 }
 
 /// Refuses a queue that could never hold a request.

@@ -14,6 +14,7 @@ use super::{
     check, check_depth, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue,
     IoOp,
 };
+use crate::bufpool::BufPool;
 use io_uring::{opcode, types, IoUring};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -204,6 +205,7 @@ impl BlockDevice for UringDevice {
             free: (0..depth as u32).rev().collect(),
             refused: VecDeque::new(),
             unsubmitted: 0,
+            fixed: Vec::new(),
         }))
     }
 }
@@ -220,9 +222,22 @@ struct UringQueue {
     free: Vec<u32>,
     refused: VecDeque<Completion>,
     unsubmitted: usize,
+    /// Registered buffers: (start address, length), by index.
+    fixed: Vec<(usize, usize)>,
 }
 
+/// The kernel's limit on one registered buffer.
+const MAX_FIXED: usize = 1 << 30;
+
 impl UringQueue {
+    /// The registered buffer holding `[p, p + len)`, if any.
+    fn fixed_index(&self, p: usize, len: usize) -> Option<u16> {
+        self.fixed
+            .iter()
+            .position(|&(b, l)| p >= b && p + len <= b + l)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
     fn busy(&self) -> usize {
         self.depth - self.free.len()
     }
@@ -287,9 +302,14 @@ impl DeviceQueue for UringQueue {
                         block_size: bs as u32,
                     });
                 }
-                opcode::Read::new(fd, p, *len as u32)
-                    .offset(*offset)
-                    .build()
+                match self.fixed_index(p as usize, *len as usize) {
+                    Some(i) => opcode::ReadFixed::new(fd, p, *len as u32, i)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Read::new(fd, p, *len as u32)
+                        .offset(*offset)
+                        .build(),
+                }
             }
             IoOp::Write { offset, buf } => {
                 let p = buf.as_ptr();
@@ -300,9 +320,14 @@ impl DeviceQueue for UringQueue {
                         block_size: bs as u32,
                     });
                 }
-                opcode::Write::new(fd, p, buf.len() as u32)
-                    .offset(*offset)
-                    .build()
+                match self.fixed_index(p as usize, buf.len()) {
+                    Some(i) => opcode::WriteFixed::new(fd, p, buf.len() as u32, i)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Write::new(fd, p, buf.len() as u32)
+                        .offset(*offset)
+                        .build(),
+                }
             }
             IoOp::Flush => opcode::Fsync::new(fd).build(),
         };
@@ -351,6 +376,42 @@ impl DeviceQueue for UringQueue {
     fn in_flight(&self) -> usize {
         self.busy() + self.refused.len()
     }
+
+    fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
+        if !self.fixed.is_empty() {
+            return Ok(true);
+        }
+        let (base, len) = pool.region();
+        let chunks: Vec<(usize, usize)> = (0..len)
+            .step_by(MAX_FIXED)
+            .map(|off| (base + off, (len - off).min(MAX_FIXED)))
+            .collect();
+        let iovecs: Vec<libc::iovec> = chunks
+            .iter()
+            .map(|&(b, l)| libc::iovec {
+                iov_base: b as *mut libc::c_void,
+                iov_len: l,
+            })
+            .collect();
+        // SAFETY: the iovecs describe the pool's mapped region, which the
+        // pool keeps mapped for as long as any of its buffers or clones
+        // live; this queue's Drop waits for every request before the ring
+        // (and its registration) goes, and the caller keeps the pool alive
+        // alongside the queue.
+        match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
+            Ok(()) => {
+                self.fixed = chunks;
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot register the buffer pool as io_uring fixed buffers ({e}); using unregistered buffers (raise RLIMIT_MEMLOCK)",
+                    self.info.name
+                );
+                Ok(false)
+            }
+        }
+    }
 }
 
 impl Drop for UringQueue {
@@ -380,7 +441,7 @@ impl Drop for UringQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bufpool::BufPool;
+    use crate::device::IoBuf;
 
     #[test]
     fn file_device_passes_the_conformance_suite_with_o_direct() {
@@ -398,6 +459,53 @@ mod tests {
         crate::device::conformance::run(&dev, &pool).unwrap();
         println!("O_DIRECT: {}", dev.direct());
         assert_eq!(pool.stats().outstanding, 0);
+    }
+
+    #[test]
+    fn registered_pool_buffers_and_foreign_buffers_both_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = UringOptions {
+            size: Some(4 << 20),
+            ..UringOptions::default()
+        };
+        let dev = UringDevice::open(&dir.path().join("l2.img"), opts).unwrap();
+        let pool = BufPool::new(8 << 20, 1 << 20, false).unwrap();
+        let other = BufPool::new(4 << 20, 1 << 20, false).unwrap();
+        let mut q = dev.open_queue(8).unwrap();
+        let registered = q.register_pool(&pool).unwrap();
+        println!("fixed buffers registered: {registered}");
+        let wait = |q: &mut Box<dyn DeviceQueue>| {
+            let mut out = vec![];
+            while out.is_empty() {
+                q.poll(&mut out);
+            }
+            out.pop().unwrap()
+        };
+        for (i, p) in [&pool, &other].into_iter().enumerate() {
+            let mut w = p.alloc(8192).unwrap();
+            w.as_mut_slice().fill(i as u8 + 7);
+            q.submit(
+                1,
+                IoOp::Write {
+                    offset: 8192 * i as u64,
+                    buf: w.freeze(8192),
+                },
+            );
+            assert!(wait(&mut q).result.is_ok());
+            let r = p.alloc(8192).unwrap();
+            q.submit(
+                2,
+                IoOp::Read {
+                    offset: 8192 * i as u64,
+                    len: 8192,
+                    buf: r,
+                },
+            );
+            let c = wait(&mut q);
+            assert!(c.result.is_ok());
+            let IoBuf::Read(b) = c.buf else { panic!() };
+            assert!(b.freeze(8192).iter().all(|&x| x == i as u8 + 7));
+        }
     }
 
     #[test]

@@ -266,6 +266,13 @@ impl Feeder {
         }
     }
 
+    /// A shard's staging queue is filling up: feed at the next poll.
+    pub(crate) fn on_kick(&mut self) {
+        if self.phase == Phase::Idle {
+            self.next_feed = None;
+        }
+    }
+
     /// A shard's acknowledgement of `L2Evict`.
     pub(crate) fn on_evict_ack(&mut self, seq: u64) {
         if seq == self.seq && self.phase == Phase::Evicting {

@@ -224,6 +224,8 @@ pub fn checksum(tag: u64, stored: &[u8]) -> u32 {
 pub(crate) struct DevShared {
     pub device: Arc<dyn BlockDevice>,
     pub info: DeviceInfo,
+    /// Its index among the L2 devices.
+    pub index: u8,
     /// The reactor that feeds it.
     pub feeder: usize,
     /// Feed writes in flight (read by `norw`).
@@ -248,6 +250,8 @@ pub(crate) struct L2Core {
     pub counters: L2Counters,
     /// Scratch for completions.
     pub done: Vec<crate::device::Completion>,
+    /// A kick was sent since the last scan.
+    pub kicked: bool,
 }
 
 /// What a reactor needs to open its L2 queues.
@@ -281,7 +285,8 @@ impl L2Core {
                     pool,
                 ));
             }
-            let queue = shared.device.open_queue(depth)?;
+            let mut queue = shared.device.open_queue(depth)?;
+            queue.register_pool(pool)?;
             devs.push(DevQueue { shared, queue });
         }
         Ok(L2Core {
@@ -291,6 +296,7 @@ impl L2Core {
             feeders,
             counters: L2Counters::default(),
             done: Vec::new(),
+            kicked: false,
         })
     }
 

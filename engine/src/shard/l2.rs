@@ -337,6 +337,14 @@ impl<T> Shard<T> {
         }
     }
 
+    /// True when the staging queue is at least half full: the feeder
+    /// should come sooner than its interval.
+    pub fn l2_stage_pressure(&self) -> bool {
+        self.stage
+            .rules
+            .is_some_and(|r| self.stage.bytes * 2 >= r.limit)
+    }
+
     /// Bytes of buffers in the staging queue.
     pub fn l2_staged_bytes(&self) -> u64 {
         self.stage.bytes
