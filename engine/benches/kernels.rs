@@ -72,5 +72,24 @@ fn lz4(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, pool, shard, lz4);
+/// The per-hit CPU pieces of an L2 read: the keyed checksum of the stored
+/// bytes, and the key tag it is keyed by.
+fn l2_hit_parts(c: &mut Criterion) {
+    use polarc::compress::pack;
+    let src = polarc::SimStore::content(b"bench", 4096, 2.0);
+    let mut dst = vec![0u8; 4096];
+    let p = pack(&src, &mut dst, 512, true).unwrap();
+    let stored = dst[..p.len].to_vec();
+    let mut g = c.benchmark_group("L2 hit parts");
+    g.bench_function(
+        format!("checksum of a {} B stored block", stored.len()),
+        |b| b.iter(|| polarc::l2::checksum(black_box(7), black_box(&stored))),
+    );
+    g.bench_function("key tag (8-byte key)", |b| {
+        b.iter(|| polarc::shard::key_tag(black_box(&42u64.to_le_bytes())))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring, pool, shard, lz4, l2_hit_parts);
 criterion_main!(benches);

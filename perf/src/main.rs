@@ -86,6 +86,10 @@ struct Args {
     /// SPDK's bdevperf does), --queue-depth per reactor, uniform keys.
     #[arg(long)]
     in_reactor: bool,
+    /// After the run, measure raw LZ4 compression speed on values like the
+    /// workload's and compare the L2 feed throughput with it.
+    #[arg(long)]
+    lz4_compare: bool,
     /// Warm up by reading every key once, in order.
     #[arg(long)]
     sequential_warmup: bool,
@@ -96,6 +100,11 @@ struct Args {
     /// file, at the same total queue depth, and compare L2-hit throughput.
     #[arg(long)]
     fio_compare: bool,
+    /// Run the feed benchmark instead: insert --keys values into an ARC
+    /// that holds them all, then time one uncapped feeder copying them to
+    /// the --l2 device, against raw LZ4 on the same values.
+    #[arg(long)]
+    bench_feed: bool,
     /// Run the ARC-hit benchmark (polarc vs a mutex-sharded HashMap) instead.
     #[arg(long)]
     bench_hits: bool,
@@ -121,6 +130,9 @@ fn main() -> ExitCode {
 fn run(a: Args) -> Result<(), String> {
     if a.bench_hits {
         return bench_hits(&a);
+    }
+    if a.bench_feed {
+        return bench_feed(&a);
     }
     let latency = match a.backing.split_once(':') {
         Some(("sim", lat)) => {
@@ -250,13 +262,18 @@ fn run(a: Args) -> Result<(), String> {
     }
     e.shutdown().map_err(|e| e.to_string())?;
     print_report(&r, &stats);
+    let lz4 = if a.lz4_compare {
+        Some(lz4_compare(value, a.compressibility, &stats))
+    } else {
+        None
+    };
     let fio = if a.fio_compare {
         Some(fio_compare(&a, &r, &stats)?)
     } else {
         None
     };
     if let Some(path) = &a.json {
-        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats, "fio": fio });
+        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats, "fio": fio, "lz4": lz4 });
         write_json(path, &doc)?;
     }
     Ok(())
@@ -329,6 +346,9 @@ fn print_report(r: &workload::Report, s: &polarc::Stats) {
         "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
         r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
     );
+    if let Some(c) = r.cpu_seconds_per_op {
+        println!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
+    }
     println!(
         "{:<10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
         "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
@@ -362,6 +382,14 @@ fn print_report(r: &workload::Report, s: &polarc::Stats) {
             z.l2_blocks,
             s.l2_hdr_bytes_per_block
         );
+        if l2.l2_feed_ns > 0 {
+            println!(
+                "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",
+                l2.l2_feed_bytes >> 20,
+                l2.l2_feed_ns as f64 / 1e9,
+                l2.l2_feed_bytes as f64 / (1 << 20) as f64 / (l2.l2_feed_ns as f64 / 1e9)
+            );
+        }
         println!(
             "L2: feeds {}, writes {} ({} MiB, {} failed), hits {}, misses {}, rw_clash {}, cksum_bad {}, io_error {}, evicted {}",
             l2.l2_feeds,
@@ -438,4 +466,86 @@ fn fio_compare(
         "fio_iops": iops, "depth": depth, "polarc_l2_hits_per_sec": l2_ops,
         "polarc_ops_per_sec": r.ops_per_sec, "ratio": l2_ops / iops.max(1.0),
     }))
+}
+
+/// Raw LZ4 block compression speed, one thread, on values like the
+/// workload's (the feed's reference), against the measured feed speed.
+fn lz4_compare(value: usize, ratio: f64, s: &polarc::Stats) -> serde_json::Value {
+    let blocks: Vec<Vec<u8>> = (0..256u64)
+        .map(|i| SimStore::content(&i.to_le_bytes(), value, ratio))
+        .collect();
+    let mut dst = vec![0u8; value + value / 255 + 16];
+    let start = std::time::Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        for b in &blocks {
+            let n = lz4::block::compress_to_buffer(b, None, false, &mut dst).unwrap_or(0);
+            std::hint::black_box(n);
+            bytes += b.len() as u64;
+        }
+    }
+    let lz4 = bytes as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64();
+    let feed = s.l2.l2_feed_bytes as f64 / (1 << 20) as f64 / (s.l2.l2_feed_ns.max(1) as f64 / 1e9);
+    println!(
+        "LZ4 raw compression on the same kind of values: {lz4:.0} MiB/s; L2 feed {feed:.0} MiB/s: ratio {:.2}",
+        feed / lz4
+    );
+    serde_json::json!({ "lz4_mib_per_sec": lz4, "feed_mib_per_sec": feed, "ratio": feed / lz4 })
+}
+
+fn bench_feed(a: &Args) -> Result<(), String> {
+    let value = usize::try_from(a.value_size).map_err(|_| "--value-size too large".to_string())?;
+    let spec =
+        a.l2.iter()
+            .find(|s| s.as_str() != "none")
+            .ok_or("--bench-feed needs an --l2 device")?;
+    let dev = polarc_perf::devices::open(spec, !a.l2_buffered)?.expect("not none");
+    let data = a.keys * value as u64;
+    // Feeding starts 2 s after start-up: by then every block is inserted,
+    // and the feeder runs alone.
+    let e = Engine::builder()
+        .reactors(1)
+        .arc_capacity(data + data / 4)
+        .max_block_size(value.next_power_of_two().max(512))
+        .l2_device_arc(dev.device)
+        .l2_config(polarc::L2Config {
+            write_max: 1 << 40,
+            write_boost: 0,
+            feed_interval: std::time::Duration::from_secs(2),
+            feed_min_interval: std::time::Duration::from_millis(1),
+            compress: !a.l2_no_compress,
+            writes_in_flight: 8,
+            ..polarc::L2Config::default()
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let values: Vec<Vec<u8>> = (0..256u64)
+        .map(|i| SimStore::content(&i.to_le_bytes(), value, a.compressibility))
+        .collect();
+    for k in 0..a.keys {
+        e.insert(&polarc::index_key(k), &values[k as usize % values.len()])
+            .map_err(|e| e.to_string())?;
+    }
+    let start = std::time::Instant::now();
+    while e.stats().l2_sizes.l2_blocks < a.keys {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            return Err("the feeder did not copy every block within 120 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let s = e.stats();
+    e.shutdown().map_err(|e| e.to_string())?;
+    println!(
+        "feed benchmark: {} values of {value} B ({}:1 compressible) to {}; {} MiB stored in {} MiB",
+        a.keys,
+        a.compressibility,
+        spec,
+        s.l2_sizes.l2_size >> 20,
+        s.l2_sizes.l2_asize >> 20
+    );
+    let j = lz4_compare(value, a.compressibility, &s);
+    if let Some(path) = &a.json {
+        write_json(path, &serde_json::json!({ "feed": j, "stats": s }))?;
+    }
+    Ok(())
 }

@@ -103,6 +103,21 @@ pub struct Report {
     pub latency_us: Latencies,
     /// Operations that failed.
     pub errors: u64,
+    /// CPU time (user + system, whole process) per measured operation, in
+    /// seconds; `None` where /proc is not available.
+    pub cpu_seconds_per_op: Option<f64>,
+}
+
+/// CPU seconds (user + system) this process has used, from /proc.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux ABI.
+    Some(ticks / 100.0)
 }
 
 type Hists = [hdrhistogram::Histogram<u64>; 3];
@@ -260,10 +275,12 @@ pub fn run(
         }
     }
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let (errors, hist) = phase(e, w, w.ops, 1_000_003, false, &|n| {
         progress("measure", n, w.ops)
     })?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let after = e.stats();
     let mut all = hists().into_iter().next().expect("one");
     for h in &hist {
@@ -288,6 +305,7 @@ pub fn run(
                 miss: Latency::of(&hist[2]),
             },
             errors,
+            cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),
         },
         after,
     ))
@@ -308,6 +326,7 @@ pub fn run_in_reactor(
     };
     run(e, &warm, progress)?;
     let before = e.stats();
+    let cpu0 = cpu_seconds();
     let spec = polarc::JobSpec {
         keys: w.keys,
         ops_per_reactor: w.ops / before.reactors.len() as u64,
@@ -316,6 +335,7 @@ pub fn run_in_reactor(
         seed: 7,
     };
     let reports = e.run_jobs(&spec).map_err(|e| e.to_string())?;
+    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let after = e.stats();
     let ops: u64 = reports.iter().map(|r| r.ops).sum();
     let errors: u64 = reports.iter().map(|r| r.errors).sum();
@@ -338,6 +358,7 @@ pub fn run_in_reactor(
             },
             latency_us: Latencies::default(),
             errors,
+            cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),
         },
         after,
     ))

@@ -176,7 +176,9 @@ impl Feeder {
             }
             Phase::Scanning | Phase::Evicting => {}
             Phase::Writing => {
+                let t = Instant::now();
                 busy |= self.fill_writes(ctx);
+                ctx.counters.l2_feed_ns += t.elapsed().as_nanos() as u64;
                 if self.picks.is_empty() && self.writes.is_empty() {
                     self.finish_cycle(now);
                     busy = true;
@@ -403,6 +405,7 @@ impl Feeder {
                     break;
                 }
                 let p = self.picks.pop_front().expect("front exists");
+                ctx.counters.l2_feed_bytes += u64::from(p.size);
                 let dst = &mut slice[start..start + size];
                 let packed =
                     match compress::pack(&p.data, dst, L2_SECTOR as usize, self.cfg.compress) {

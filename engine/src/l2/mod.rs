@@ -163,6 +163,12 @@ pub struct L2Counters {
     pub l2_norw_skips: u64,
     /// Bytes of the feeders' logs (4 B per written block).
     pub l2_log_bytes: u64,
+    /// Logical bytes the feeders packed (before compression).
+    pub l2_feed_bytes: u64,
+    /// Nanoseconds the feeders spent packing (LZ4, checksums, layout,
+    /// submission): `l2_feed_bytes / l2_feed_ns` is the feed throughput
+    /// of one core, uncapped.
+    pub l2_feed_ns: u64,
 }
 
 /// Adds `b` to `a`, field by field.
@@ -189,6 +195,8 @@ pub(crate) fn add_counters(a: &mut L2Counters, b: &L2Counters) {
         l2_compress_zeros,
         l2_norw_skips,
         l2_log_bytes,
+        l2_feed_bytes,
+        l2_feed_ns,
     } = *b;
     a.l2_hits += l2_hits;
     a.l2_misses += l2_misses;
@@ -211,6 +219,8 @@ pub(crate) fn add_counters(a: &mut L2Counters, b: &L2Counters) {
     a.l2_compress_zeros += l2_compress_zeros;
     a.l2_norw_skips += l2_norw_skips;
     a.l2_log_bytes += l2_log_bytes;
+    a.l2_feed_bytes += l2_feed_bytes;
+    a.l2_feed_ns += l2_feed_ns;
 }
 
 /// The checksum of a block's stored bytes, keyed by its key's tag

@@ -184,7 +184,7 @@ fn step_core(core: &mut Core, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
             None => break,
         }
     }
-    core.poll_l2(now);
+    core.poll_l2_at(Some(now));
     core.flush();
 }
 

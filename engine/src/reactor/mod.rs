@@ -59,7 +59,7 @@ pub(crate) fn run(cfg: LoopConfig, mailbox: Arc<Mailbox<Msg>>, mut core: Core) -
                 None => break,
             }
         }
-        if core.poll_l2(Instant::now()) {
+        if core.poll_l2() {
             busy = true;
         }
         pollers.append(&mut core.new_pollers);
