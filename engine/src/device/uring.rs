@@ -176,14 +176,23 @@ impl BlockDevice for UringDevice {
         check_depth(depth)?;
         let entries = u32::try_from(depth.next_power_of_two())
             .map_err(|_| DeviceError::Unsupported("queue depth too large".into()))?;
-        let mut b = IoUring::builder();
-        if self.opts.iopoll {
-            b.setup_iopoll();
-        }
-        if let Some(ms) = self.opts.sqpoll_idle_ms {
-            b.setup_sqpoll(ms);
-        }
-        let ring = b.build(entries).map_err(|e| {
+        let build = |coop: bool| {
+            let mut b = IoUring::builder();
+            if self.opts.iopoll {
+                b.setup_iopoll();
+            }
+            if let Some(ms) = self.opts.sqpoll_idle_ms {
+                b.setup_sqpoll(ms);
+            }
+            if coop {
+                // Completions do not interrupt the polling reactor; the
+                // kernel raises a flag and the next poll enters to run them.
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            b.build(entries)
+        };
+        // COOP_TASKRUN needs Linux 5.19; older kernels refuse it.
+        let ring = build(true).or_else(|_| build(false)).map_err(|e| {
             let mode = match (self.opts.iopoll, self.opts.sqpoll_idle_ms.is_some()) {
                 (true, true) => "IOPOLL+SQPOLL ",
                 (true, false) => "IOPOLL ",
@@ -356,7 +365,8 @@ impl DeviceQueue for UringQueue {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
-        if self.unsubmitted > 0 || (self.iopoll && self.busy() > 0) {
+        let taskrun = self.ring.submission().taskrun();
+        if self.unsubmitted > 0 || taskrun || (self.iopoll && self.busy() > 0) {
             // With IOPOLL, completions only appear when we enter the kernel.
             let want = usize::from(self.iopoll && self.unsubmitted == 0);
             match self.ring.submitter().submit_and_wait(want) {
