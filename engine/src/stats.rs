@@ -64,76 +64,67 @@ pub struct Stats {
     pub reactors: Vec<ReactorStats>,
 }
 
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("stats serialise")
+}
+
+/// Adds every field of `$b` to `$a`. The destructuring makes adding a
+/// field to the struct without summing it a compile error.
+macro_rules! add_fields {
+    ($a:expr, $b:expr, $T:ident { $($f:ident),* $(,)? }) => {{
+        let $T { $($f),* } = *$b;
+        $( $a.$f += $f; )*
+    }};
+}
+pub(crate) use add_fields;
+
 fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
-    let ShardCounters {
-        hits,
-        misses,
-        mru_hits,
-        mfu_hits,
-        mru_ghost_hits,
-        mfu_ghost_hits,
-        inserts,
-        evict_mru,
-        evict_mfu,
-        evicted_bytes,
-        ghost_deleted,
-        too_large,
-        invalidates,
-        l2_writing_evicted,
-        l2_writing_invalidated,
-        l2_write_failed_evicted,
-        l2_staged,
-        l2_stage_dropped,
-    } = *b;
-    a.hits += hits;
-    a.misses += misses;
-    a.mru_hits += mru_hits;
-    a.mfu_hits += mfu_hits;
-    a.mru_ghost_hits += mru_ghost_hits;
-    a.mfu_ghost_hits += mfu_ghost_hits;
-    a.inserts += inserts;
-    a.evict_mru += evict_mru;
-    a.evict_mfu += evict_mfu;
-    a.evicted_bytes += evicted_bytes;
-    a.ghost_deleted += ghost_deleted;
-    a.too_large += too_large;
-    a.invalidates += invalidates;
-    a.l2_writing_evicted += l2_writing_evicted;
-    a.l2_writing_invalidated += l2_writing_invalidated;
-    a.l2_write_failed_evicted += l2_write_failed_evicted;
-    a.l2_staged += l2_staged;
-    a.l2_stage_dropped += l2_stage_dropped;
+    add_fields!(
+        a,
+        b,
+        ShardCounters {
+            hits,
+            misses,
+            mru_hits,
+            mfu_hits,
+            mru_ghost_hits,
+            mfu_ghost_hits,
+            inserts,
+            evict_mru,
+            evict_mfu,
+            evicted_bytes,
+            ghost_deleted,
+            too_large,
+            invalidates,
+            l2_writing_evicted,
+            l2_writing_invalidated,
+            l2_write_failed_evicted,
+            l2_staged,
+            l2_stage_dropped
+        }
+    );
 }
 
 fn add_core(a: &mut CoreCounters, b: &CoreCounters) {
-    let CoreCounters {
-        reads,
-        gets,
-        insert_requests,
-        invalidate_requests,
-        prefetch_requests,
-        backing_reads,
-        backing_errors,
-        fills_joined,
-        uncached_fills,
-        messages,
-        busy_loops,
-        idle_loops,
-        parks,
-    } = *b;
-    a.reads += reads;
-    a.gets += gets;
-    a.insert_requests += insert_requests;
-    a.invalidate_requests += invalidate_requests;
-    a.prefetch_requests += prefetch_requests;
-    a.backing_reads += backing_reads;
-    a.backing_errors += backing_errors;
-    a.fills_joined += fills_joined;
-    a.uncached_fills += uncached_fills;
-    a.messages += messages;
-    a.busy_loops += busy_loops;
-    a.idle_loops += idle_loops;
-    a.parks += parks;
+    add_fields!(
+        a,
+        b,
+        CoreCounters {
+            reads,
+            gets,
+            insert_requests,
+            invalidate_requests,
+            prefetch_requests,
+            backing_reads,
+            backing_errors,
+            fills_joined,
+            uncached_fills,
+            messages,
+            busy_loops,
+            idle_loops,
+            parks
+        }
+    );
 }
 
 impl Stats {
@@ -145,26 +136,36 @@ impl Stats {
         let mut l2s = L2Sizes::default();
         for r in &reactors {
             crate::l2::add_counters(&mut l2, &r.l2);
-            let t = &r.l2_sizes;
-            l2s.l2_blocks += t.l2_blocks;
-            l2s.l2_size += t.l2_size;
-            l2s.l2_asize += t.l2_asize;
-            l2s.l2_mru_asize += t.l2_mru_asize;
-            l2s.l2_mfu_asize += t.l2_mfu_asize;
-            l2s.l2_only_blocks += t.l2_only_blocks;
-            l2s.l2_only_table_bytes += t.l2_only_table_bytes;
+            add_fields!(
+                l2s,
+                &r.l2_sizes,
+                L2Sizes {
+                    l2_blocks,
+                    l2_size,
+                    l2_asize,
+                    l2_mru_asize,
+                    l2_mfu_asize,
+                    l2_only_blocks,
+                    l2_only_table_bytes
+                }
+            );
             add_counters(&mut arc, &r.shard);
             add_core(&mut requests, &r.core);
-            let s = &r.sizes;
-            sizes.c += s.c;
-            sizes.p += s.p;
-            sizes.mru_bytes += s.mru_bytes;
-            sizes.mfu_bytes += s.mfu_bytes;
-            sizes.mru_ghost_bytes += s.mru_ghost_bytes;
-            sizes.mfu_ghost_bytes += s.mfu_ghost_bytes;
-            sizes.resident_blocks += s.resident_blocks;
-            sizes.headers += s.headers;
-            sizes.hdr_bytes += s.hdr_bytes;
+            add_fields!(
+                sizes,
+                &r.sizes,
+                ShardSizes {
+                    c,
+                    p,
+                    mru_bytes,
+                    mfu_bytes,
+                    mru_ghost_bytes,
+                    mfu_ghost_bytes,
+                    resident_blocks,
+                    headers,
+                    hdr_bytes
+                }
+            );
         }
         let accesses = arc.hits + arc.misses;
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
@@ -230,34 +231,40 @@ impl Stats {
                 }
             }
         };
-        let json = serde_json::to_value(self.arc).expect("serialise");
-        for (k, v) in json.as_object().expect("object") {
-            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
-            for r in &self.reactors {
-                let rv = serde_json::to_value(r.shard).expect("serialise");
-                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
-            }
-            emit(
-                &format!("arc_{k}_total"),
-                "counter",
-                &format!("ARC {k}"),
-                &vals,
-            );
-        }
-        let json = serde_json::to_value(self.requests).expect("serialise");
-        for (k, v) in json.as_object().expect("object") {
-            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
-            for r in &self.reactors {
-                let rv = serde_json::to_value(r.core).expect("serialise");
-                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
-            }
-            emit(
-                &format!("{k}_total"),
-                "counter",
-                &format!("reactor {k}"),
-                &vals,
-            );
-        }
+        // Counters: the total, then one labelled line per reactor.
+        let mut counters =
+            |prefix: &str, help: &str, total: serde_json::Value, per: Vec<serde_json::Value>| {
+                for (k, v) in total.as_object().expect("object") {
+                    let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
+                    for (r, rv) in self.reactors.iter().zip(&per) {
+                        vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
+                    }
+                    emit(
+                        &format!("{prefix}{k}_total"),
+                        "counter",
+                        &format!("{help} {k}"),
+                        &vals,
+                    );
+                }
+            };
+        counters(
+            "arc_",
+            "ARC",
+            json(&self.arc),
+            self.reactors.iter().map(|r| json(&r.shard)).collect(),
+        );
+        counters(
+            "",
+            "reactor",
+            json(&self.requests),
+            self.reactors.iter().map(|r| json(&r.core)).collect(),
+        );
+        counters(
+            "",
+            "L2",
+            json(&self.l2),
+            self.reactors.iter().map(|r| json(&r.l2)).collect(),
+        );
         let json = serde_json::to_value(self.sizes).expect("serialise");
         for (k, v) in json.as_object().expect("object") {
             emit(
@@ -266,15 +273,6 @@ impl Stats {
                 &format!("ARC size {k}"),
                 &[(None, v.as_f64().unwrap_or(0.0))],
             );
-        }
-        let json = serde_json::to_value(self.l2).expect("serialise");
-        for (k, v) in json.as_object().expect("object") {
-            let mut vals = vec![(None, v.as_f64().unwrap_or(0.0))];
-            for r in &self.reactors {
-                let rv = serde_json::to_value(r.l2).expect("serialise");
-                vals.push((Some(r.id), rv[k].as_f64().unwrap_or(0.0)));
-            }
-            emit(&format!("{k}_total"), "counter", &format!("L2 {k}"), &vals);
         }
         let json = serde_json::to_value(self.l2_sizes).expect("serialise");
         for (k, v) in json.as_object().expect("object") {

@@ -238,6 +238,8 @@ fn stats_render_as_json_and_prometheus() {
     assert!(p.contains("\npolarc_arc_hits_total 1\n"), "{p}");
     assert!(p.contains("polarc_arc_mru_hits_total{reactor=\""));
     assert!(p.contains("\npolarc_pool_outstanding "));
+    assert!(p.contains("\npolarc_l2_hits_total 0\n"), "{p}");
+    assert!(p.contains("\npolarc_l2_asize 0\n"), "{p}");
     for line in p.lines().filter(|l| !l.starts_with('#')) {
         let v = line.rsplit(' ').next().unwrap();
         assert!(v.parse::<f64>().is_ok(), "bad sample {line:?}");

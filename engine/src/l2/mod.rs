@@ -173,54 +173,35 @@ pub struct L2Counters {
 
 /// Adds `b` to `a`, field by field.
 pub(crate) fn add_counters(a: &mut L2Counters, b: &L2Counters) {
-    let L2Counters {
-        l2_hits,
-        l2_misses,
-        l2_feeds,
-        l2_read_bytes,
-        l2_write_bytes,
-        l2_writes_sent,
-        l2_writes_done,
-        l2_writes_error,
-        l2_rw_clash,
-        l2_evict_reading,
-        l2_evict_l1cached,
-        l2_evicted,
-        l2_free_on_write,
-        l2_abort_lowmem,
-        l2_cksum_bad,
-        l2_io_error,
-        l2_compress_successes,
-        l2_compress_failures,
-        l2_compress_zeros,
-        l2_norw_skips,
-        l2_log_bytes,
-        l2_feed_bytes,
-        l2_feed_ns,
-    } = *b;
-    a.l2_hits += l2_hits;
-    a.l2_misses += l2_misses;
-    a.l2_feeds += l2_feeds;
-    a.l2_read_bytes += l2_read_bytes;
-    a.l2_write_bytes += l2_write_bytes;
-    a.l2_writes_sent += l2_writes_sent;
-    a.l2_writes_done += l2_writes_done;
-    a.l2_writes_error += l2_writes_error;
-    a.l2_rw_clash += l2_rw_clash;
-    a.l2_evict_reading += l2_evict_reading;
-    a.l2_evict_l1cached += l2_evict_l1cached;
-    a.l2_evicted += l2_evicted;
-    a.l2_free_on_write += l2_free_on_write;
-    a.l2_abort_lowmem += l2_abort_lowmem;
-    a.l2_cksum_bad += l2_cksum_bad;
-    a.l2_io_error += l2_io_error;
-    a.l2_compress_successes += l2_compress_successes;
-    a.l2_compress_failures += l2_compress_failures;
-    a.l2_compress_zeros += l2_compress_zeros;
-    a.l2_norw_skips += l2_norw_skips;
-    a.l2_log_bytes += l2_log_bytes;
-    a.l2_feed_bytes += l2_feed_bytes;
-    a.l2_feed_ns += l2_feed_ns;
+    crate::stats::add_fields!(
+        a,
+        b,
+        L2Counters {
+            l2_hits,
+            l2_misses,
+            l2_feeds,
+            l2_read_bytes,
+            l2_write_bytes,
+            l2_writes_sent,
+            l2_writes_done,
+            l2_writes_error,
+            l2_rw_clash,
+            l2_evict_reading,
+            l2_evict_l1cached,
+            l2_evicted,
+            l2_free_on_write,
+            l2_abort_lowmem,
+            l2_cksum_bad,
+            l2_io_error,
+            l2_compress_successes,
+            l2_compress_failures,
+            l2_compress_zeros,
+            l2_norw_skips,
+            l2_log_bytes,
+            l2_feed_bytes,
+            l2_feed_ns
+        }
+    );
 }
 
 /// The checksum of a block's stored bytes, keyed by its key's tag
