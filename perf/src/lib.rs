@@ -1,8 +1,13 @@
 //! polarc-perf: the perf harness's library (trace readers, workloads,
 //! benchmarks). The binary is `src/main.rs`.
 
+pub mod cli;
 pub mod devices;
+#[cfg(feature = "compare-foyer")]
+pub mod foyer_peer;
 pub mod hits;
+pub mod plot;
+pub mod progress;
 pub mod trace;
 pub mod units;
 pub mod workload;

@@ -1,123 +1,27 @@
-//! `polarc-perf`: runs a workload against polarc and reports what it saw.
-//! With no arguments it runs the embedded default: a zipf read-through
-//! workload over a simulated slow store, sized for a laptop.
+//! `polarc-perf`: runs a workload or replays a trace against polarc (or
+//! foyer, side by side) and reports what it saw. With no arguments it runs
+//! the embedded default; see `--help` and docs/perf-report.md.
 
-use clap::Parser;
 use polarc::{Engine, IdleStrategy, Latency, Policy, SimStore};
+use polarc_perf::cli::{self, Args};
+use polarc_perf::trace::{self, CsvOptions};
 use polarc_perf::units::{parse_duration, parse_size};
-use polarc_perf::{hits, workload};
-use std::io::IsTerminal;
+use polarc_perf::workload::{self, OpMix, Popularity, Report, Workload};
+use polarc_perf::{hits, plot, progress::Progress};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "polarc's perf harness: run a cache workload and report throughput, hit ratio and latency"
-)]
-struct Args {
-    /// Reactors (shards). Default: one per available core.
-    #[arg(long)]
-    reactors: Option<usize>,
-    /// ARC capacity (e.g. 64MiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    arc: u64,
-    /// L2 device: none, mem:SIZE, file:PATH[:SIZE] (io_uring) or
-    /// uring:/dev/DEVICE. Repeat for several devices.
-    #[arg(long, default_value = "none")]
-    l2: Vec<String>,
-    /// Open io_uring L2 devices buffered instead of with O_DIRECT.
-    #[arg(long)]
-    l2_buffered: bool,
-    /// L2 write rate cap per device, per second (l2arc_write_max).
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    l2_write_max: u64,
-    /// Extra L2 write rate while the ARC warms up (l2arc_write_boost).
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    l2_write_boost: u64,
-    /// Time between L2 feeds (l2arc_feed_secs).
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
-    l2_feed_interval: std::time::Duration,
-    /// Store L2 blocks uncompressed.
-    #[arg(long)]
-    l2_no_compress: bool,
-    /// Copy only MFU blocks to L2 (l2arc_mfuonly).
-    #[arg(long)]
-    l2_mfuonly: bool,
-    /// No L2 reads while the feeder writes (l2arc_norw).
-    #[arg(long)]
-    l2_norw: bool,
-    /// Backing store: sim:LATENCY (e.g. sim:5ms).
-    #[arg(long, default_value = "sim:200us")]
-    backing: String,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 200_000)]
-    keys: u64,
-    /// Value size in bytes.
-    #[arg(long, default_value = "4096", value_parser = parse_size)]
-    value_size: u64,
-    /// Value compressibility: 2 means about 2:1.
-    #[arg(long, default_value_t = 2.0)]
-    compressibility: f64,
-    /// Zipf exponent θ; 0 for uniform keys.
-    #[arg(long, default_value_t = 0.99)]
-    zipf: f64,
-    /// Measured operations.
-    #[arg(long, default_value_t = 500_000)]
-    ops: u64,
-    /// Operations before measuring.
-    #[arg(long, default_value_t = 500_000)]
-    warmup_ops: u64,
-    /// Client threads.
-    #[arg(long, default_value_t = 2)]
-    clients: usize,
-    /// Requests in flight per client.
-    #[arg(long, default_value_t = 16)]
-    queue_depth: usize,
-    /// Reactor idle strategy.
-    #[arg(long, default_value = "adaptive", value_parser = ["busy", "adaptive"])]
-    idle: String,
-    /// Replacement policy.
-    #[arg(long, default_value = "arc", value_parser = ["arc", "lru"])]
-    policy: String,
-    /// Write the report as JSON to this path (`-` for stdout).
-    #[arg(long)]
-    json: Option<String>,
-    /// Run the measured phase as jobs on the reactors themselves (as
-    /// SPDK's bdevperf does), --queue-depth per reactor, uniform keys.
-    #[arg(long)]
-    in_reactor: bool,
-    /// After the run, measure raw LZ4 compression speed on values like the
-    /// workload's and compare the L2 feed throughput with it.
-    #[arg(long)]
-    lz4_compare: bool,
-    /// Warm up by reading every key once, in order.
-    #[arg(long)]
-    sequential_warmup: bool,
-    /// After warm-up, wait until L2 feeding has settled.
-    #[arg(long)]
-    settle_l2: bool,
-    /// After the run, run fio's io_uring 4K random read on the same L2
-    /// file, at the same total queue depth, and compare L2-hit throughput.
-    #[arg(long)]
-    fio_compare: bool,
-    /// Run the feed benchmark instead: insert --keys values into an ARC
-    /// that holds them all, then time one uncapped feeder copying them to
-    /// the --l2 device, against raw LZ4 on the same values.
-    #[arg(long)]
-    bench_feed: bool,
-    /// Run the ARC-hit benchmark (polarc vs a mutex-sharded HashMap) instead.
-    #[arg(long)]
-    bench_hits: bool,
-    /// Operations per thread for --bench-hits.
-    #[arg(long, default_value_t = 2_000_000)]
-    bench_ops: u64,
-}
+/// Size of the embedded default's L2 file.
+const AUTO_L2: u64 = 512 << 20;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    let args = Args::parse();
+    let args = match cli::parse() {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,33 +35,67 @@ fn run(a: Args) -> Result<(), String> {
     if a.bench_hits {
         return bench_hits(&a);
     }
+    check(&a)?;
     if a.bench_feed {
         return bench_feed(&a);
     }
-    let latency = match a.backing.split_once(':') {
-        Some(("sim", lat)) => {
-            Latency::Fixed(parse_duration(lat).map_err(|e| format!("--backing: {e}"))?)
+    if a.engine == "foyer" {
+        return run_foyer(&a);
+    }
+    // The L2 devices, and what they fell back to.
+    let mut notes = vec![];
+    let mut temp = None;
+    let mut devices = vec![];
+    let mut l2_names = vec![];
+    for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
+        let spec = if spec == "auto" {
+            let dir = tempfile::Builder::new()
+                .prefix("polarc-perf-")
+                .tempdir()
+                .map_err(|e| format!("--l2 auto: cannot create a temp directory: {e}"))?;
+            let s = format!("file:{}:{}", dir.path().join("l2.img").display(), AUTO_L2);
+            temp = Some(dir);
+            s
+        } else {
+            spec.clone()
+        };
+        let d = polarc_perf::devices::open(&spec, !a.l2_buffered)?.expect("none filtered out");
+        notes.extend(d.note);
+        let info = d.device.info();
+        l2_names.push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
+        devices.push(d.device);
+    }
+    if devices.is_empty() {
+        notes.push("no L2 device (--l2 none)".into());
+    }
+    // Trace replay or a synthetic workload.
+    let (trace, max_value) = match &a.trace {
+        Some(path) => {
+            let o = CsvOptions {
+                key_column: a.csv_key_column,
+                size_column: a.csv_size_column,
+                delimiter: a.csv_delimiter,
+                header: a.csv_header,
+                default_size: u32::try_from(a.value_size.max).unwrap_or(u32::MAX),
+            };
+            eprintln!("reading {} ...", path.display());
+            let t = trace::read_all_with(path, a.trace_format, &o).map_err(|e| e.to_string())?;
+            if t.is_empty() {
+                return Err(format!("{}: the trace has no accesses", path.display()));
+            }
+            let max = t.iter().map(|x| x.size).max().unwrap_or(512) as usize;
+            if max > 2 << 20 {
+                return Err(format!(
+                    "{}: an object of {max} B is larger than the engine's 2 MiB block limit",
+                    path.display()
+                ));
+            }
+            (Some(t), max)
         }
-        _ => {
-            return Err(format!(
-                "--backing {:?}: expected sim:LATENCY, e.g. sim:5ms",
-                a.backing
-            ))
-        }
+        None => (None, a.value_size.max),
     };
-    if a.clients == 0 || a.queue_depth == 0 || a.keys == 0 {
-        return Err("--clients, --queue-depth and --keys must be at least 1".into());
-    }
-    if a.compressibility.is_nan() || a.compressibility < 1.0 {
-        return Err(format!(
-            "--compressibility {} must be at least 1",
-            a.compressibility
-        ));
-    }
-    let value = usize::try_from(a.value_size).map_err(|_| "--value-size too large".to_string())?;
-    let max_block = value.next_power_of_two().max(512);
-    let store = SimStore::with_compressibility(latency, value, a.compressibility)
-        .map_err(|e| e.to_string())?;
+    let max_block = max_value.next_power_of_two().max(512);
+    let sizes: Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>> = Arc::default();
     let mut b = Engine::builder()
         .arc_capacity(a.arc)
         .max_block_size(max_block)
@@ -171,42 +109,66 @@ fn run(a: Args) -> Result<(), String> {
         } else {
             IdleStrategy::Adaptive
         })
-        .backing(store);
+        .l2_config(polarc::L2Config {
+            write_max: a.l2_write_max,
+            write_boost: a.l2_write_boost,
+            feed_interval: a.l2_feed_interval,
+            feed_min_interval: std::time::Duration::from_millis(50).min(a.l2_feed_interval),
+            compress: !a.l2_no_compress,
+            mfuonly: a.l2_mfuonly,
+            norw: a.l2_norw,
+            ..polarc::L2Config::default()
+        });
+    b = match &trace {
+        Some(_) => {
+            let (sizes, ratio) = (sizes.clone(), a.compressibility);
+            let store = polarc::FnStore::new(2, move |key: &[u8]| {
+                let id = u64::from_le_bytes(
+                    key.try_into()
+                        .map_err(|_| polarc::BackingError::Other("not a trace key".into()))?,
+                );
+                let size = *sizes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .unwrap_or(&512);
+                Ok(SimStore::content(key, size as usize, ratio))
+            })
+            .map_err(|e| e.to_string())?;
+            b.backing(store)
+        }
+        None => with_backing(b, &a)?,
+    };
     if let Some(r) = a.reactors {
         b = b.reactors(r);
     }
-    let mut notes = vec![];
-    let mut l2_names = vec![];
-    for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
-        let d = polarc_perf::devices::open(spec, !a.l2_buffered)?.expect("none was filtered out");
-        notes.extend(d.note);
-        let info = d.device.info();
-        l2_names.push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
-        b = b.l2_device_arc(d.device);
+    match (a.pool, &trace) {
+        (Some(p), _) => b = b.pool_capacity(p),
+        (None, Some(_)) => b = b.pool_capacity(a.arc * 3 + (64 << 20)),
+        (None, None) => {}
     }
-    let l2_feed_min = std::time::Duration::from_millis(50).min(a.l2_feed_interval);
-    b = b.l2_config(polarc::L2Config {
-        write_max: a.l2_write_max,
-        write_boost: a.l2_write_boost,
-        feed_interval: a.l2_feed_interval,
-        feed_min_interval: l2_feed_min,
-        compress: !a.l2_no_compress,
-        mfuonly: a.l2_mfuonly,
-        norw: a.l2_norw,
-        ..polarc::L2Config::default()
-    });
+    if let Some(c) = &a.cores {
+        b = b.cores(c.clone());
+    }
+    for d in devices {
+        b = b.l2_device_arc(d);
+    }
     let e = b.build().map_err(|e| e.to_string())?;
     let s0 = e.stats();
     if !s0.pool.hugepages {
-        notes
-            .push("buffer pool on normal pages (no 2 MiB hugepages; see env/setup.sh)".to_string());
+        notes.push("buffer pool on normal pages (no 2 MiB hugepages; see env/setup.sh)".into());
     }
-    if l2_names.is_empty() {
-        notes.push("no L2 device (--l2 none)".into());
+    if s0.pin_failures > 0 {
+        notes.push(format!("{} reactors run unpinned", s0.pin_failures));
     }
-    if !notes.is_empty() {
-        println!("note: fell back to: {}", notes.join("; "));
-    }
+    println!(
+        "note: fell back to: {}",
+        if notes.is_empty() {
+            "nothing".to_string()
+        } else {
+            notes.join("; ")
+        }
+    );
     println!(
         "polarc-perf: {} reactors, ARC {} MiB ({}), L2: {}, backing: {}",
         e.config().reactors,
@@ -219,64 +181,332 @@ fn run(a: Args) -> Result<(), String> {
         },
         e.backing_description()
     );
-    println!(
-        "workload: {} keys x {} B, {}, {} warm-up + {} measured read-throughs, {} clients x QD {}",
-        a.keys,
-        value,
-        if a.zipf == 0.0 {
-            "uniform".to_string()
-        } else {
-            format!("zipf {}", a.zipf)
-        },
-        a.warmup_ops,
-        a.ops,
-        a.clients,
-        a.queue_depth
-    );
-    let w = workload::Workload {
-        keys: a.keys,
-        zipf: a.zipf,
-        ops: a.ops,
-        warmup_ops: a.warmup_ops,
-        clients: a.clients,
-        queue_depth: a.queue_depth,
-        sequential_warmup: a.sequential_warmup,
-        settle_l2: a.settle_l2,
-    };
-    let tty = std::io::stderr().is_terminal();
-    let progress = |phase: &str, done: u64, total: u64| {
-        let pct = 100.0 * done as f64 / total.max(1) as f64;
-        if tty {
-            eprint!("\r{phase}: {done}/{total} ({pct:.0}%)   ");
-        } else {
-            eprintln!("{phase}: {done}/{total} ({pct:.0}%)");
+    let progress = Progress::new();
+    let w = workload_of(&a);
+    let (r, stats) = match &trace {
+        Some(t) => {
+            println!(
+                "replay: {} ({:?}), {} accesses, in order, one at a time{}",
+                a.trace.as_ref().expect("trace").display(),
+                a.trace_format,
+                t.len(),
+                if e.config().reactors > 1 {
+                    format!("; the ARC is sharded over {} reactors", e.config().reactors)
+                } else {
+                    String::new()
+                }
+            );
+            workload::replay(&e, t, &sizes, a.timeline_interval, &|p, d, n| {
+                progress.update(p, d, n)
+            })?
+        }
+        None => {
+            println!("workload: {}", describe(&w, &a));
+            if a.in_reactor {
+                workload::run_in_reactor(&e, &w, &|p, d, n| progress.update(p, d, n))?
+            } else {
+                workload::run(&e, &w, &|p, d, n| progress.update(p, d, n))?
+            }
         }
     };
-    let (r, stats) = if a.in_reactor {
-        workload::run_in_reactor(&e, &w, &progress)?
-    } else {
-        workload::run(&e, &w, &progress)?
-    };
-    if tty {
-        eprintln!();
-    }
+    progress.finish();
     e.shutdown().map_err(|e| e.to_string())?;
+    drop(temp);
     print_report(&r, &stats);
-    let lz4 = if a.lz4_compare {
-        Some(lz4_compare(value, a.compressibility, &stats))
-    } else {
-        None
-    };
+    let lz4 = a
+        .lz4_compare
+        .then(|| lz4_compare(a.value_size.max, a.compressibility, &stats));
     let fio = if a.fio_compare {
         Some(fio_compare(&a, &r, &stats)?)
     } else {
         None
     };
+    if let Some(path) = &a.plot {
+        plot::draw(path, &r, "polarc").map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        println!("plot: {}", path.display());
+    }
     if let Some(path) = &a.json {
-        let doc = serde_json::json!({ "workload": w, "report": r, "stats": stats, "fio": fio, "lz4": lz4 });
+        let doc = report_json(
+            &a,
+            "polarc",
+            &w,
+            &r,
+            &notes,
+            serde_json::to_value(&stats).map_err(|e| e.to_string())?,
+            &stats,
+            fio,
+            lz4,
+        );
         write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// Options that no parser can check on its own.
+fn check(a: &Args) -> Result<(), String> {
+    if a.clients == 0 || a.queue_depth == 0 || a.keys == 0 {
+        return Err("--clients, --queue-depth and --keys must be at least 1".into());
+    }
+    if !(a.compressibility.is_finite() && a.compressibility >= 1.0) {
+        return Err(format!(
+            "--compressibility {} must be a number >= 1",
+            a.compressibility
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.scan_share) {
+        return Err(format!(
+            "--scan-share {} must be within 0..=1",
+            a.scan_share
+        ));
+    }
+    if !(a.zipf.is_finite() && a.zipf >= 0.0) {
+        return Err(format!("--zipf {} must be a number >= 0", a.zipf));
+    }
+    if a.timeline_interval.is_zero() {
+        return Err("--timeline-interval must be above zero".into());
+    }
+    Ok(())
+}
+
+fn workload_of(a: &Args) -> Workload {
+    Workload {
+        keys: a.keys,
+        popularity: match a.hotspot {
+            Some((keys, share)) => Popularity::Hotspot { keys, share },
+            None if a.zipf == 0.0 => Popularity::Uniform,
+            None => Popularity::Zipf(a.zipf),
+        },
+        scan_share: a.scan_share,
+        mix: OpMix {
+            read: a.mix.read,
+            insert: a.mix.insert,
+            invalidate: a.mix.invalidate,
+            prefetch: a.mix.prefetch,
+        },
+        value_size: (a.value_size.min, a.value_size.max),
+        compressibility: a.compressibility,
+        ops: a.ops,
+        duration: a.duration,
+        warmup_ops: a.warmup_ops,
+        clients: a.clients,
+        queue_depth: a.queue_depth,
+        sequential_warmup: a.sequential_warmup,
+        settle_l2: a.settle_l2,
+        timeline_interval: a.timeline_interval,
+    }
+}
+
+fn describe(w: &Workload, a: &Args) -> String {
+    let pop = match w.popularity {
+        Popularity::Uniform => "uniform".to_string(),
+        Popularity::Zipf(t) => format!("zipf {t}"),
+        Popularity::Hotspot { keys, share } => {
+            format!(
+                "hotspot: {:.0}% of keys get {:.0}% of ops",
+                keys * 100.0,
+                share * 100.0
+            )
+        }
+    };
+    let size = if a.value_size.min == a.value_size.max {
+        format!("{} B", a.value_size.min)
+    } else {
+        format!("{}-{} B", a.value_size.min, a.value_size.max)
+    };
+    let scan = if w.scan_share > 0.0 {
+        format!(" + {:.0}% sequential scan", w.scan_share * 100.0)
+    } else {
+        String::new()
+    };
+    let m = &w.mix;
+    let amount = match w.duration {
+        Some(d) => format!("{d:?} measured"),
+        None => format!("{} measured", w.ops),
+    };
+    format!(
+        "{} keys x {size}, {pop}{scan}; mix read {} / insert {} / invalidate {} / prefetch {}; {} warm-up + {amount}; {}",
+        w.keys, m.read, m.insert, m.invalidate, m.prefetch, w.warmup_ops,
+        if a.in_reactor {
+            format!("in-reactor jobs, QD {} per reactor", w.queue_depth)
+        } else {
+            format!("{} clients x QD {}", w.clients, w.queue_depth)
+        }
+    )
+}
+
+fn with_backing(b: polarc::EngineBuilder, a: &Args) -> Result<polarc::EngineBuilder, String> {
+    let bad = |why: String| format!("--backing {}: {why}", a.backing);
+    let (min, max) = (a.value_size.min, a.value_size.max);
+    match a.backing.split_once(':') {
+        Some(("sim", lat)) => {
+            let latency = match lat.split_once('-') {
+                Some((x, y)) => {
+                    let (x, y) = (
+                        parse_duration(x).map_err(&bad)?,
+                        parse_duration(y).map_err(&bad)?,
+                    );
+                    if x > y {
+                        return Err(bad("the range is backwards".into()));
+                    }
+                    Latency::Uniform(x, y)
+                }
+                None => Latency::Fixed(parse_duration(lat).map_err(&bad)?),
+            };
+            let s = SimStore::with_sizes(latency, min, max, a.compressibility)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(b.backing(s))
+        }
+        Some(("file", path)) => {
+            if min != max {
+                return Err(bad("a file store needs a fixed --value-size".into()));
+            }
+            let len = std::fs::metadata(path)
+                .map_err(|e| bad(e.to_string()))?
+                .len();
+            let keys = len / min as u64;
+            if keys < a.keys {
+                return Err(bad(format!(
+                    "{len} B holds {keys} values of {min} B, fewer than --keys {}",
+                    a.keys
+                )));
+            }
+            let map: Arc<polarc::backing::KeyMap> = Arc::new(move |k: &[u8]| {
+                let i = u64::from_le_bytes(k.try_into().ok()?);
+                (i < keys).then_some((i * min as u64, min))
+            });
+            let s = polarc::FileStore::open(std::path::Path::new(path), 4, map)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(b.backing(s))
+        }
+        _ => Err(bad("expected sim:LATENCY, sim:MIN-MAX or file:PATH".into())),
+    }
+}
+
+/// The JSON report (schema: docs/perf-report.md).
+#[allow(clippy::too_many_arguments)]
+fn report_json(
+    a: &Args,
+    engine: &str,
+    w: &Workload,
+    r: &Report,
+    notes: &[String],
+    stats_json: serde_json::Value,
+    stats: &polarc::Stats,
+    fio: Option<serde_json::Value>,
+    lz4: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let z = &stats.l2_sizes;
+    serde_json::json!({
+        "engine": engine,
+        "version": env!("CARGO_PKG_VERSION"),
+        "trace": a.trace.as_ref().map(|p| p.display().to_string()),
+        "workload": w,
+        "notes": notes,
+        "ops": r.ops,
+        "seconds": r.seconds,
+        "ops_per_sec": r.ops_per_sec,
+        "errors": r.errors,
+        "hit_ratio": r.hit_ratio,
+        "latency_us": r.latency_us,
+        "device": r.device,
+        "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },
+        "cpu_seconds_per_op": r.cpu_seconds_per_op,
+        "peak_rss_bytes": workload::peak_rss_bytes(),
+        "hdr_bytes_per_block": stats.hdr_bytes_per_block,
+        "l2_hdr_bytes_per_block": stats.l2_hdr_bytes_per_block,
+        "timeline": r.timeline,
+        "stats": stats_json,
+        "fio": fio,
+        "lz4": lz4,
+    })
+}
+
+fn print_report(r: &Report, s: &polarc::Stats) {
+    let h = &r.hit_ratio;
+    println!(
+        "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
+        r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
+    );
+    if let Some(c) = r.cpu_seconds_per_op {
+        print!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
+    }
+    if let Some(rss) = workload::peak_rss_bytes() {
+        print!("   peak RSS: {} MiB", rss >> 20);
+    }
+    println!();
+    println!(
+        "{:<10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+    );
+    let l = &r.latency_us;
+    for (name, c) in [
+        ("all", &l.all),
+        ("ARC hit", &l.arc_hit),
+        ("L2 hit", &l.l2_hit),
+        ("miss", &l.miss),
+    ] {
+        println!(
+            "{name:<10}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
+            c.count, c.p50, c.p90, c.p99, c.p999, c.max
+        );
+    }
+    println!(
+        "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
+        s.sizes.p / (1 << 20) as f64,
+        s.hdr_bytes_per_block,
+        s.requests.backing_reads
+    );
+    if s.l2.l2_writes_sent > 0 || s.l2.l2_feeds > 0 {
+        let l2 = &s.l2;
+        let z = &s.l2_sizes;
+        let d = &r.device;
+        println!(
+            "L2: {} MiB stored in {} MiB ({:.2}:1), {} blocks, {:.1} B DRAM per L2-only block",
+            z.l2_size >> 20,
+            z.l2_asize >> 20,
+            z.l2_size as f64 / z.l2_asize.max(1) as f64,
+            z.l2_blocks,
+            s.l2_hdr_bytes_per_block
+        );
+        println!(
+            "L2 device while measuring: {:.0} reads/s ({} MiB), {:.1} writes/s ({} MiB)",
+            d.read_iops,
+            d.read_bytes >> 20,
+            d.write_iops,
+            d.write_bytes >> 20
+        );
+        if l2.l2_feed_ns > 0 {
+            println!(
+                "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",
+                l2.l2_feed_bytes >> 20,
+                l2.l2_feed_ns as f64 / 1e9,
+                l2.l2_feed_bytes as f64 / (1 << 20) as f64 / (l2.l2_feed_ns as f64 / 1e9)
+            );
+        }
+        println!(
+            "L2: feeds {}, writes {} ({} MiB, {} failed), hits {}, misses {}, rw_clash {}, cksum_bad {}, io_error {}, evicted {}",
+            l2.l2_feeds,
+            l2.l2_writes_done,
+            l2.l2_write_bytes >> 20,
+            l2.l2_writes_error,
+            l2.l2_hits,
+            l2.l2_misses,
+            l2.l2_rw_clash,
+            l2.l2_cksum_bad,
+            l2.l2_io_error,
+            l2.l2_evicted
+        );
+    }
+}
+
+#[cfg(feature = "compare-foyer")]
+fn run_foyer(a: &Args) -> Result<(), String> {
+    polarc_perf::foyer_peer::run(a)
+}
+
+#[cfg(not(feature = "compare-foyer"))]
+fn run_foyer(_: &Args) -> Result<(), String> {
+    Err("--engine foyer: unsupported in this build; rebuild with the cargo feature: cargo run --release -p polarc-perf --features compare-foyer -- --engine foyer".into())
 }
 
 fn bench_hits(a: &Args) -> Result<(), String> {
@@ -337,72 +567,6 @@ fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), String> {
         Ok(())
     } else {
         std::fs::write(path, text).map_err(|e| format!("--json {path}: {e}"))
-    }
-}
-
-fn print_report(r: &workload::Report, s: &polarc::Stats) {
-    let h = &r.hit_ratio;
-    println!(
-        "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
-        r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
-    );
-    if let Some(c) = r.cpu_seconds_per_op {
-        println!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
-    }
-    println!(
-        "{:<10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
-        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
-    );
-    let l = &r.latency_us;
-    for (name, c) in [
-        ("all", &l.all),
-        ("ARC hit", &l.arc_hit),
-        ("L2 hit", &l.l2_hit),
-        ("miss", &l.miss),
-    ] {
-        println!(
-            "{name:<10}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
-            c.count, c.p50, c.p90, c.p99, c.p999, c.max
-        );
-    }
-    println!(
-        "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
-        s.sizes.p / (1 << 20) as f64,
-        s.hdr_bytes_per_block,
-        s.requests.backing_reads
-    );
-    if s.l2.l2_writes_sent > 0 || s.l2.l2_feeds > 0 {
-        let l2 = &s.l2;
-        let z = &s.l2_sizes;
-        println!(
-            "L2: {} MiB stored in {} MiB ({:.2}:1), {} blocks, {:.1} B DRAM per L2-only block",
-            z.l2_size >> 20,
-            z.l2_asize >> 20,
-            z.l2_size as f64 / z.l2_asize.max(1) as f64,
-            z.l2_blocks,
-            s.l2_hdr_bytes_per_block
-        );
-        if l2.l2_feed_ns > 0 {
-            println!(
-                "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",
-                l2.l2_feed_bytes >> 20,
-                l2.l2_feed_ns as f64 / 1e9,
-                l2.l2_feed_bytes as f64 / (1 << 20) as f64 / (l2.l2_feed_ns as f64 / 1e9)
-            );
-        }
-        println!(
-            "L2: feeds {}, writes {} ({} MiB, {} failed), hits {}, misses {}, rw_clash {}, cksum_bad {}, io_error {}, evicted {}",
-            l2.l2_feeds,
-            l2.l2_writes_done,
-            l2.l2_write_bytes >> 20,
-            l2.l2_writes_error,
-            l2.l2_hits,
-            l2.l2_misses,
-            l2.l2_rw_clash,
-            l2.l2_cksum_bad,
-            l2.l2_io_error,
-            l2.l2_evicted
-        );
     }
 }
 
@@ -494,11 +658,11 @@ fn lz4_compare(value: usize, ratio: f64, s: &polarc::Stats) -> serde_json::Value
 }
 
 fn bench_feed(a: &Args) -> Result<(), String> {
-    let value = usize::try_from(a.value_size).map_err(|_| "--value-size too large".to_string())?;
+    let value = a.value_size.max;
     let spec =
         a.l2.iter()
-            .find(|s| s.as_str() != "none")
-            .ok_or("--bench-feed needs an --l2 device")?;
+            .find(|s| !matches!(s.as_str(), "none" | "auto"))
+            .ok_or("--bench-feed needs an --l2 device, e.g. --l2 file:/var/tmp/f.img:2GiB")?;
     let dev = polarc_perf::devices::open(spec, !a.l2_buffered)?.expect("not none");
     let data = a.keys * value as u64;
     // Feeding starts 2 s after start-up: by then every block is inserted,

@@ -8,7 +8,14 @@
 //! * `oracle`: libCacheSim's oracleGeneral binary; packed little-endian
 //!   24-byte records `u32 clock, u64 obj_id, u32 obj_size, i64 next_vtime`.
 //!
-//! Files ending in `.zst` are decompressed on the fly.
+//! * `csv`: one access per line, the key and (optionally) the size in
+//!   configurable columns;
+//! * `keys`: one key per line.
+//!
+//! Text keys that are decimal numbers are used as they are; other keys are
+//! hashed (xxh3) to a 64-bit id.
+//!
+//! Files ending in `.zst`, `.gz` or `.xz` are decompressed on the fly.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -33,6 +40,38 @@ pub enum Format {
     Lis,
     /// libCacheSim's oracleGeneral binary format.
     Oracle,
+    /// Delimited text: key and size columns (see [`CsvOptions`]).
+    Csv,
+    /// One key per line.
+    Keys,
+}
+
+/// How to read `csv` traces (and the size of `keys` traces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// 0-based column of the key.
+    pub key_column: usize,
+    /// 0-based column of the size in bytes; `None`: every access is
+    /// `default_size` bytes.
+    pub size_column: Option<usize>,
+    /// The field separator.
+    pub delimiter: char,
+    /// Skip the first line.
+    pub header: bool,
+    /// Size of accesses without a size column, and of `keys` traces.
+    pub default_size: u32,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            key_column: 0,
+            size_column: None,
+            delimiter: ',',
+            header: false,
+            default_size: 4096,
+        }
+    }
 }
 
 /// A trace that could not be read.
@@ -77,19 +116,107 @@ pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, TraceError> {
     let f = File::open(path).map_err(io)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("zst") => Ok(Box::new(zstd::stream::read::Decoder::new(f).map_err(io)?)),
+        Some("gz") => Ok(Box::new(flate2::read::MultiGzDecoder::new(f))),
+        Some("xz") => Ok(Box::new(xz2::read::XzDecoder::new_multi_decoder(f))),
         _ => Ok(Box::new(f)),
     }
 }
 
 /// Reads a whole trace into memory.
 pub fn read_all(path: &Path, format: Format) -> Result<Vec<Access>, TraceError> {
+    read_all_with(path, format, &CsvOptions::default())
+}
+
+/// Reads a whole trace into memory, with options for text formats.
+pub fn read_all_with(
+    path: &Path,
+    format: Format,
+    csv: &CsvOptions,
+) -> Result<Vec<Access>, TraceError> {
     let r = open(path)?;
     let mut out = Vec::new();
     match format {
         Format::Lis => parse_lis(BufReader::new(r), path, |a| out.push(a))?,
         Format::Oracle => parse_oracle(r, path, |a| out.push(a))?,
+        Format::Csv => parse_csv(BufReader::new(r), path, csv, |a| out.push(a))?,
+        Format::Keys => {
+            let o = CsvOptions {
+                key_column: 0,
+                size_column: None,
+                delimiter: '\n',
+                header: false,
+                default_size: csv.default_size,
+            };
+            parse_csv(BufReader::new(r), path, &o, |a| out.push(a))?
+        }
     }
     Ok(out)
+}
+
+/// The id of a text key: the number itself, or its xxh3 hash.
+pub fn text_id(key: &str) -> u64 {
+    key.parse()
+        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+/// Parses a `csv` (or `keys`) trace, calling `f` for every line.
+pub fn parse_csv(
+    mut r: impl BufRead,
+    path: &Path,
+    o: &CsvOptions,
+    mut f: impl FnMut(Access),
+) -> Result<(), TraceError> {
+    let mut line_no = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|source| TraceError::Io {
+                path: path.into(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        if line_no == 1 && o.header {
+            continue;
+        }
+        let bad = |msg: String| TraceError::Line {
+            path: path.into(),
+            line: line_no,
+            msg,
+        };
+        let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = text.split(o.delimiter).collect();
+        let key = fields
+            .get(o.key_column)
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| bad(format!("no key in column {}", o.key_column)))?;
+        let size = match o.size_column {
+            None => o.default_size,
+            Some(c) => {
+                let v = fields
+                    .get(c)
+                    .ok_or_else(|| bad(format!("no size in column {c}")))?
+                    .trim();
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| bad(format!("size {v:?} is not a positive number")))?
+            }
+        };
+        f(Access {
+            id: text_id(key),
+            size,
+        });
+    }
 }
 
 /// Most pages one `lis` line may expand to: far above any real request
@@ -198,6 +325,60 @@ mod tests {
     fn lis(s: &str) -> Result<Vec<Access>, TraceError> {
         let mut v = vec![];
         parse_lis(s.as_bytes(), Path::new("t.lis"), |a| v.push(a)).map(|_| v)
+    }
+
+    #[test]
+    fn csv_and_keys_traces_parse_and_errors_name_the_line() {
+        let o = CsvOptions {
+            key_column: 1,
+            size_column: Some(2),
+            header: true,
+            ..CsvOptions::default()
+        };
+        let mut v = vec![];
+        parse_csv(
+            "t,key,size\n1,42,100\n2,abc,7\n".as_bytes(),
+            Path::new("t.csv"),
+            &o,
+            |a| v.push(a),
+        )
+        .unwrap();
+        assert_eq!(v[0], Access { id: 42, size: 100 });
+        assert_eq!(
+            v[1],
+            Access {
+                id: text_id("abc"),
+                size: 7
+            }
+        );
+        let e = parse_csv(
+            "t,key,size\n1,42,big\n".as_bytes(),
+            Path::new("t.csv"),
+            &o,
+            |_| (),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.csv:2: size \"big\" is not a positive number"
+        );
+        let e = parse_csv("h\n1\n".as_bytes(), Path::new("t.csv"), &o, |_| ()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("t.csv:2: no key in column 1"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.keys.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&p).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut gz, b"a\nb\n\na\n").unwrap();
+        gz.finish().unwrap();
+        let v = read_all_with(&p, Format::Keys, &CsvOptions::default()).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0], v[2]);
+        assert_eq!(v[0].size, 4096);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod file;
 mod sim;
 mod workers;
 
-pub use file::{hex_key, FileStore, FnStore};
+pub use file::{hex_key, FileStore, FnStore, KeyMap};
 pub use sim::{Latency, SimStore};
 
 use crate::error::BackingError;

@@ -63,6 +63,7 @@ struct Queue {
 pub struct SimStore {
     latency: Latency,
     block_size: usize,
+    max_size: usize,
     compressibility: f64,
     q: Arc<(Mutex<Queue>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -86,8 +87,19 @@ impl SimStore {
         block_size: usize,
         ratio: f64,
     ) -> std::io::Result<Self> {
+        Self::with_sizes(latency, block_size, block_size, ratio)
+    }
+
+    /// A store whose blocks are [`SimStore::size_of`] bytes, between
+    /// `min` and `max`, and compress about `ratio`:1.
+    pub fn with_sizes(
+        latency: Latency,
+        min: usize,
+        max: usize,
+        ratio: f64,
+    ) -> std::io::Result<Self> {
         let q: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
-        let block = block_size;
+        let (block_size, max_size) = (min.min(max), max.max(min));
         let q2 = q.clone();
         let thread = std::thread::Builder::new()
             .name("polarc-sim".into())
@@ -100,7 +112,8 @@ impl SimStore {
                         Some(p) if p.at <= now => {
                             let p = g.heap.pop().expect("peeked");
                             drop(g);
-                            p.done.complete(Ok(Self::content(&p.key, block, ratio)));
+                            let len = Self::size_of(&p.key, block_size, max_size);
+                            p.done.complete(Ok(Self::content(&p.key, len, ratio)));
                             g = m.lock().unwrap_or_else(|e| e.into_inner());
                         }
                         Some(p) => {
@@ -118,10 +131,21 @@ impl SimStore {
         Ok(SimStore {
             latency,
             block_size,
+            max_size,
             compressibility: ratio.max(1.0),
             q,
             thread: Some(thread),
         })
+    }
+
+    /// The size of `key`'s block in a store of blocks from `min` to `max`
+    /// bytes: a pure function of the key.
+    pub fn size_of(key: &[u8], min: usize, max: usize) -> usize {
+        if max <= min {
+            return min;
+        }
+        let h = crate::shard::hash_key(key).rotate_left(17);
+        min + (h % (max - min + 1) as u64) as usize
     }
 
     /// The block of `key`: `len` bytes, a pure function of the key. A
@@ -166,9 +190,14 @@ impl BackingStore for SimStore {
             Latency::Fixed(d) => format!("{d:?}"),
             Latency::Uniform(a, b) => format!("uniform {a:?}..{b:?}"),
         };
+        let size = if self.max_size > self.block_size {
+            format!("{}-{} B", self.block_size, self.max_size)
+        } else {
+            format!("{} B", self.block_size)
+        };
         format!(
-            "simulated store, {} B blocks, {lat} latency, ~{}:1 compressible",
-            self.block_size, self.compressibility
+            "simulated store, {size} blocks, {lat} latency, ~{}:1 compressible",
+            self.compressibility
         )
     }
 }

@@ -1,0 +1,1 @@
+//! foyer side by side: see `--engine foyer`.

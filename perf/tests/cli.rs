@@ -1,0 +1,284 @@
+//! Integration tests of the `polarc-perf` binary: tiny workloads, the
+//! JSON report's fields, trace replay against published numbers, and the
+//! error messages for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn perf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_polarc-perf"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run polarc-perf")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `args` with `--json -` added and returns the report.
+fn json(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.json");
+    let mut v = args.to_vec();
+    let ps = p.to_str().unwrap().to_string();
+    v.extend(["--json", &ps]);
+    let o = perf(&v);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+const TINY: &[&str] = &[
+    "--keys",
+    "2000",
+    "--arc",
+    "2MiB",
+    "--reactors",
+    "2",
+    "--warmup-ops",
+    "4000",
+    "--ops",
+    "6000",
+    "--backing",
+    "sim:20us",
+];
+
+#[test]
+fn a_tiny_run_with_l2_reports_every_field() {
+    let mut a = TINY.to_vec();
+    a.extend(["--l2", "mem:32MiB", "--timeline-interval", "50ms"]);
+    let r = json(&a);
+    for k in [
+        "ops_per_sec",
+        "hit_ratio",
+        "latency_us",
+        "device",
+        "compression_ratio",
+        "cpu_seconds_per_op",
+        "peak_rss_bytes",
+        "hdr_bytes_per_block",
+        "stats",
+        "timeline",
+    ] {
+        assert!(!r[k].is_null(), "{k} missing: {r}");
+    }
+    for k in ["overall", "arc", "l2"] {
+        let v = r["hit_ratio"][k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    for class in ["arc_hit", "l2_hit", "miss"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(r["latency_us"][class][p].is_number(), "{class}.{p}");
+        }
+    }
+    assert_eq!(r["ops"], 6000);
+    assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(r["stats"]["l2"]["l2_writes_done"].as_u64().unwrap() > 0);
+    assert!(r["stats"]["pool"]["outstanding"].is_number());
+    assert!(!r["timeline"].as_array().unwrap().is_empty());
+    let h = &r["hit_ratio"];
+    let sum = h["arc"].as_f64().unwrap() + h["l2"].as_f64().unwrap();
+    assert!((sum - h["overall"].as_f64().unwrap()).abs() < 1e-9);
+}
+
+#[test]
+fn the_op_mix_hotspot_scan_and_value_ranges_run() {
+    let mut a = TINY.to_vec();
+    a.extend([
+        "--l2",
+        "none",
+        "--mix",
+        "read:70,insert:10,invalidate:10,prefetch:10",
+        "--hotspot",
+        "0.1:0.9",
+        "--scan-share",
+        "0.2",
+        "--value-size",
+        "1KiB-8KiB",
+    ]);
+    let r = json(&a);
+    assert_eq!(r["errors"], 0, "{r}");
+    let s = &r["stats"]["requests"];
+    for k in [
+        "insert_requests",
+        "invalidate_requests",
+        "prefetch_requests",
+    ] {
+        assert!(s[k].as_u64().unwrap() > 0, "{k}: {s}");
+    }
+    assert_eq!(r["workload"]["value_size"], serde_json::json!([1024, 8192]));
+}
+
+#[test]
+fn the_embedded_default_notes_what_it_fell_back_to() {
+    // The default itself, scaled down: the L2 is an io_uring file in a temp
+    // directory.
+    let o = perf(&["--keys", "2000", "--warmup-ops", "2000", "--ops", "2000"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("note: fell back to: ").count(), 1, "{t}");
+    assert!(t.contains("L2: uring:"), "{t}");
+    assert!(t.contains("polarc-perf-"), "the temp directory: {t}");
+}
+
+#[test]
+fn a_config_file_drives_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("perf.toml");
+    std::fs::write(
+        &cfg,
+        "keys = 1000\narc = \"1MiB\"\nl2 = [\"none\"]\nwarmup-ops = 1000\nops = 3000\nzipf = 0\nreactors = 1\n",
+    )
+    .unwrap();
+    let r = json(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(r["ops"], 3000);
+    assert_eq!(r["workload"]["keys"], 1000);
+    assert_eq!(r["workload"]["popularity"], "Uniform");
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_message_and_no_panic() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--arc", "lots"], "lots"),
+        (&["--l2", "disk:/x"], "unknown device kind"),
+        (&["--backing", "tape:1"], "expected sim:LATENCY"),
+        (&["--backing", "sim:5ms-1ms"], "backwards"),
+        (&["--compressibility", "0.5"], "--compressibility"),
+        (&["--keys", "0"], "at least 1"),
+        (&["--trace", "/nonexistent/t.lis"], "/nonexistent/t.lis"),
+        (&["--engine", "memcached"], "memcached"),
+        (
+            &["--reactors", "0", "--l2", "none"],
+            "reactors must be at least 1",
+        ),
+        (&["--l2", "mem:1KiB"], "too small"),
+        (&["--bogus"], "--bogus"),
+    ];
+    for (args, needle) in cases {
+        let o = perf(args);
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded: {t}");
+        assert!(t.contains(needle), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
+    }
+}
+
+#[test]
+fn malformed_traces_name_the_file_and_the_line_or_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let cases: Vec<(PathBuf, &str, String)> = vec![
+        (
+            write("bad.lis", b"1 2 0 0\nx 1 0 0\n"),
+            "lis",
+            "bad.lis:2: start \"x\"".into(),
+        ),
+        (
+            write("bad.bin", &[0u8; 30]),
+            "oracle",
+            "bad.bin: record 1: truncated".into(),
+        ),
+        (
+            write("bad.csv", b"7,100\n8,big\n"),
+            "csv",
+            "bad.csv:2: size \"big\"".into(),
+        ),
+        (
+            write("empty.keys", b"\n\n"),
+            "keys",
+            "has no accesses".into(),
+        ),
+    ];
+    for (p, format, needle) in cases {
+        let ps = p.to_str().unwrap();
+        let o = perf(&[
+            "--trace",
+            ps,
+            "--trace-format",
+            format,
+            "--csv-size-column",
+            "1",
+            "--l2",
+            "none",
+        ]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{ps}: {t}");
+        assert!(t.contains(&needle), "{ps}: want {needle:?} in {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+}
+
+fn traces() -> Option<PathBuf> {
+    let dir = std::env::var_os("POLARC_TRACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"));
+    if dir.join("OLTP.lis.zst").exists() {
+        Some(dir)
+    } else {
+        println!(
+            "skipped: traces not found in {} (set POLARC_TRACES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn replay(trace: &Path, format: &str, policy: &str, arc: &str) -> serde_json::Value {
+    json(&[
+        "--trace",
+        trace.to_str().unwrap(),
+        "--trace-format",
+        format,
+        "--reactors",
+        "1",
+        "--l2",
+        "none",
+        "--policy",
+        policy,
+        "--arc",
+        arc,
+    ])
+}
+
+#[test]
+fn replaying_oltp_reproduces_the_arc_papers_table_iv() {
+    let Some(dir) = traces() else { return };
+    let t = dir.join("OLTP.lis.zst");
+    // (c in 512-byte pages, LRU %, ARC %) from Table IV.
+    for (c, lru, arc) in [(1000u64, 32.83, 38.93), (5000, 53.65, 55.25)] {
+        let bytes = (c * 512).to_string();
+        let got_lru = 100.0
+            * replay(&t, "lis", "lru", &bytes)["hit_ratio"]["arc"]
+                .as_f64()
+                .unwrap();
+        let got_arc = 100.0
+            * replay(&t, "lis", "arc", &bytes)["hit_ratio"]["arc"]
+                .as_f64()
+                .unwrap();
+        println!("OLTP c={c}: LRU {got_lru:.4} (paper {lru}), ARC {got_arc:.4} (paper {arc})");
+        assert!((got_lru - lru).abs() < 0.006, "LRU at c={c}: {got_lru}");
+        assert!((got_arc - arc).abs() < 0.05, "ARC at c={c}: {got_arc}");
+    }
+}
+
+#[test]
+fn replaying_cloudphysics_reproduces_libcachesims_lru_misses() {
+    let Some(dir) = traces() else { return };
+    let t = dir.join("cloudPhysicsIO.oracleGeneral.bin");
+    for (mib, misses) in [(128, 93374u64), (1024, 71704)] {
+        let r = replay(&t, "oracle", "lru", &format!("{mib}MiB"));
+        let got = r["stats"]["arc"]["misses"].as_u64().unwrap();
+        println!("cloudPhysics {mib} MiB: LRU misses {got} (libCacheSim {misses})");
+        assert_eq!(got, misses, "LRU misses at {mib} MiB");
+        assert_eq!(r["stats"]["pool"]["alloc_fail"], 0);
+    }
+}
