@@ -3,8 +3,6 @@
 
 pub mod cli;
 pub mod devices;
-#[cfg(feature = "compare-foyer")]
-pub mod foyer_peer;
 pub mod hits;
 pub mod plot;
 pub mod progress;

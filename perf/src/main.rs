@@ -11,6 +11,9 @@ use polarc_perf::{hits, plot, progress::Progress};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+#[cfg(feature = "compare-foyer")]
+mod foyer_peer;
+
 /// Size of the embedded default's L2 file.
 const AUTO_L2: u64 = 512 << 20;
 
@@ -501,7 +504,7 @@ fn print_report(r: &Report, s: &polarc::Stats) {
 
 #[cfg(feature = "compare-foyer")]
 fn run_foyer(a: &Args) -> Result<(), String> {
-    polarc_perf::foyer_peer::run(a)
+    foyer_peer::run(a)
 }
 
 #[cfg(not(feature = "compare-foyer"))]

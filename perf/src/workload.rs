@@ -286,6 +286,39 @@ impl Keys {
     }
 }
 
+/// Samples keys with a workload's popularity (for peers driven outside
+/// this module, e.g. foyer).
+pub struct KeySampler(Keys);
+
+impl std::fmt::Debug for KeySampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySampler")
+    }
+}
+
+impl KeySampler {
+    /// A sampler for `w`'s keys.
+    pub fn new(w: &Workload) -> Result<KeySampler, String> {
+        Keys::new(w).map(KeySampler)
+    }
+    /// The next key index.
+    pub fn sample(&self, rng: &mut SmallRng) -> u64 {
+        self.0.sample(rng)
+    }
+}
+
+/// Builds a report from per-class latency histograms (ns): ARC (memory)
+/// hits, L2 (disk) hits, misses, other operations.
+pub fn report_from(
+    hist: &[hdrhistogram::Histogram<u64>; 4],
+    errors: u64,
+    seconds: f64,
+    cpu: Option<f64>,
+    timeline: Vec<Tick>,
+) -> Result<Report, String> {
+    report(hist, errors, seconds, cpu, timeline)
+}
+
 struct ThreadWaker(std::thread::Thread);
 impl std::task::Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {

@@ -282,3 +282,51 @@ fn replaying_cloudphysics_reproduces_libcachesims_lru_misses() {
         assert_eq!(r["stats"]["pool"]["alloc_fail"], 0);
     }
 }
+
+#[test]
+fn a_plot_a_file_store_and_a_duration_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // A backing file of 500 values of 4 KiB.
+    let store = dir.path().join("store.bin");
+    std::fs::write(&store, vec![7u8; 500 * 4096]).unwrap();
+    let svg = dir.path().join("out.svg");
+    let backing = format!("file:{}", store.display());
+    let r = json(&[
+        "--keys",
+        "500",
+        "--arc",
+        "1MiB",
+        "--l2",
+        "mem:16MiB",
+        "--backing",
+        &backing,
+        "--warmup-ops",
+        "1000",
+        "--duration",
+        "400ms",
+        "--timeline-interval",
+        "100ms",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["seconds"].as_f64().unwrap() >= 0.4);
+    assert!(
+        r["timeline"].as_array().unwrap().len() >= 3,
+        "{}",
+        r["timeline"]
+    );
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        s.starts_with("<svg") && s.contains("latency CDF"),
+        "{}",
+        &s[..200.min(s.len())]
+    );
+    // A file too small for --keys is refused.
+    let o = perf(&["--keys", "501", "--backing", &backing, "--l2", "none"]);
+    assert!(
+        !o.status.success() && text(&o).contains("fewer than --keys 501"),
+        "{}",
+        text(&o)
+    );
+}
