@@ -44,8 +44,9 @@ pub(crate) enum Reply {
     None,
     /// A client thread or future.
     Client(oneshot::Sender<Outcome>),
-    /// The job poller of the given reactor.
-    Reactor(usize),
+    /// The job poller of the given reactor, with the job's tag (its issue
+    /// time), handed back with the answer.
+    Reactor(usize, u64),
 }
 
 /// A key carried in a message: inline up to 32 bytes, so that a request
@@ -77,7 +78,7 @@ pub(crate) enum Msg {
     /// Requests from a peer reactor's job, batched.
     Requests(Vec<Request>),
     /// Answers to requests this reactor's job sent to a peer, batched.
-    Completions(Vec<Outcome>),
+    Completions(Vec<(u64, Outcome)>),
     Call(CallFn),
     Stats(oneshot::Sender<ReactorStats>),
     Shutdown,
@@ -193,10 +194,10 @@ pub struct Core {
     /// Why the L2 queues could not be opened, if they could not.
     pub(crate) open_error: Option<crate::device::DeviceError>,
     /// Answers to requests this reactor's job sent to peers.
-    pub(crate) job_inbox: Vec<Outcome>,
+    pub(crate) job_inbox: Vec<(u64, Outcome)>,
     /// Requests and replies to peers, per peer, waiting to leave in a batch.
     outbox_requests: Vec<Vec<Request>>,
-    outbox_replies: Vec<Vec<Outcome>>,
+    outbox_replies: Vec<Vec<(u64, Outcome)>>,
     /// Pollers to start on the next loop iteration.
     pub(crate) new_pollers: Vec<Box<dyn Poller<Core>>>,
     max_block: usize,
@@ -308,11 +309,17 @@ impl Core {
     /// flight (the reactor must not park then: completions are not
     /// messages).
     pub(crate) fn poll_l2(&mut self) -> bool {
-        let now = self
-            .l2
-            .as_ref()
-            .filter(|l2| !l2.feeders.is_empty())
-            .map(|_| Instant::now());
+        let now = self.l2.as_deref_mut().and_then(|l2| {
+            if l2.feeders.is_empty() {
+                return None;
+            }
+            // An idle feeder waits for a time at least 1 ms away: looking
+            // at the clock every 64 iterations is enough (6.8% of the
+            // feeding reactor went to clock reads in a profile).
+            l2.clock_tick = l2.clock_tick.wrapping_add(1);
+            let working = l2.feeders.iter().any(|f| !f.waiting());
+            (working || l2.clock_tick % 64 == 0).then(Instant::now)
+        });
         self.poll_l2_at(now)
     }
 
@@ -429,9 +436,9 @@ impl Core {
             Reply::Client(tx) => {
                 let _ = tx.send(o);
             }
-            Reply::Reactor(to) if to == self.id => self.job_inbox.push(o),
-            Reply::Reactor(to) => {
-                self.outbox_replies[to].push(o);
+            Reply::Reactor(to, tag) if to == self.id => self.job_inbox.push((tag, o)),
+            Reply::Reactor(to, tag) => {
+                self.outbox_replies[to].push((tag, o));
                 if self.outbox_replies[to].len() >= PEER_BATCH {
                     self.flush_to(to);
                 }

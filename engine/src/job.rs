@@ -29,8 +29,13 @@ pub enum JobOp {
 /// What every reactor's job does.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct JobSpec {
-    /// Keys are `index_key(i)` for `i` uniform in `0..keys`.
+    /// Keys are `index_key(i)` for `i` in `0..keys`.
     pub keys: u64,
+    /// Zipf exponent θ of the keys' popularity; 0 for uniform.
+    pub zipf: f64,
+    /// Measure each operation's latency, per tier that served it (two
+    /// clock reads per operation).
+    pub latency: bool,
     /// Operations each reactor's job completes.
     pub ops_per_reactor: u64,
     /// Requests in flight at once, per job: fills of local misses and
@@ -63,10 +68,15 @@ pub struct JobReport {
     pub bytes: u64,
     /// From the first poll to the last completion.
     pub elapsed: Duration,
+    /// Latency in ns of reads served by the ARC, L2 and the backing
+    /// store, when the spec asked for it.
+    #[serde(skip)]
+    pub latency: Option<Box<[hdrhistogram::Histogram<u64>; 3]>>,
 }
 
 pub(crate) struct Job {
     spec: JobSpec,
+    zipf: Option<rand_distr::Zipf<f64>>,
     rng: SmallRng,
     issued: u64,
     inflight: usize,
@@ -84,7 +94,16 @@ impl Job {
         max_block: usize,
         done: oneshot::Sender<JobReport>,
     ) -> Self {
+        let zipf = (spec.zipf > 0.0)
+            .then(|| rand_distr::Zipf::new(spec.keys.max(1), spec.zipf).ok())
+            .flatten();
+        let latency = spec.latency.then(|| {
+            Box::new(std::array::from_fn(|_| {
+                hdrhistogram::Histogram::new(3).expect("histogram")
+            }))
+        });
         Job {
+            zipf,
             rng: SmallRng::seed_from_u64(spec.seed.wrapping_add(reactor as u64)),
             spec,
             issued: 0,
@@ -93,6 +112,7 @@ impl Job {
             scratch: vec![0; max_block],
             report: JobReport {
                 reactor,
+                latency,
                 ..JobReport::default()
             },
             start: None,
@@ -100,8 +120,24 @@ impl Job {
         }
     }
 
-    fn account(&mut self, o: Outcome) {
+    /// The tag of a request issued now: its time since the job started.
+    fn tag(&self) -> u64 {
+        match (self.spec.latency, self.start) {
+            (true, Some(s)) => s.elapsed().as_nanos() as u64,
+            _ => 0,
+        }
+    }
+
+    fn account(&mut self, tag: u64, o: Outcome) {
         self.report.ops += 1;
+        if let (Some(h), Some(s), Ok(Some(b))) = (&mut self.report.latency, self.start, &o) {
+            let class = match b.source() {
+                crate::block::Source::Arc => 0,
+                crate::block::Source::L2 => 1,
+                crate::block::Source::Backing => 2,
+            };
+            let _ = h[class].record((s.elapsed().as_nanos() as u64).saturating_sub(tag));
+        }
         match o {
             Ok(Some(b)) => {
                 self.scratch[..b.len()].copy_from_slice(&b);
@@ -118,9 +154,10 @@ impl Poller<Core> for Job {
     fn poll(&mut self, core: &mut Core) -> PollStatus {
         let start = *self.start.get_or_insert_with(Instant::now);
         let inbox = std::mem::take(&mut core.job_inbox);
+        let (completed, issued) = (inbox.len(), self.issued);
         self.inflight -= inbox.len();
-        for o in inbox {
-            self.account(o);
+        for (tag, o) in inbox {
+            self.account(tag, o);
         }
         let n = core.reactors();
         for _ in 0..32 {
@@ -129,7 +166,10 @@ impl Poller<Core> for Job {
             }
             let i = match self.next.take() {
                 Some(i) => i,
-                None => self.rng.gen_range(0..self.spec.keys.max(1)),
+                None => match &self.zipf {
+                    Some(z) => rand_distr::Distribution::sample(z, &mut self.rng) as u64 - 1,
+                    None => self.rng.gen_range(0..self.spec.keys.max(1)),
+                },
             };
             let key = index_key(i);
             let hash = hash_key(&key);
@@ -140,19 +180,20 @@ impl Poller<Core> for Job {
                 self.next = Some(i);
                 break;
             }
+            let tag = self.tag();
             if owner == core.id {
                 self.issued += 1;
                 self.report.local_ops += 1;
                 match core.shard.lookup_for_read(hash, &key) {
                     Some(idx) => {
                         let b = core.block(idx);
-                        self.account(Ok(Some(b)));
+                        self.account(tag, Ok(Some(b)));
                     }
                     None if self.spec.op == JobOp::Read => {
                         self.inflight += 1;
-                        core.start_fill(hash, &key, Reply::Reactor(core.id), false);
+                        core.start_fill(hash, &key, Reply::Reactor(core.id, tag), false);
                     }
-                    None => self.account(Ok(None)),
+                    None => self.account(tag, Ok(None)),
                 }
             } else {
                 self.issued += 1;
@@ -167,7 +208,7 @@ impl Poller<Core> for Job {
                     op,
                     key: MsgKey::from_slice(&key),
                     hash,
-                    reply: Reply::Reactor(core.id),
+                    reply: Reply::Reactor(core.id, tag),
                 };
                 core.queue_request(owner, req);
             }
@@ -178,6 +219,11 @@ impl Poller<Core> for Job {
                 let _ = tx.send(std::mem::take(&mut self.report));
             }
             return PollStatus::Done;
+        }
+        if completed == 0 && self.issued == issued {
+            // Waiting for replies: let the reactor idle (and yield the
+            // core to the store and the kernel) until one arrives.
+            return PollStatus::Idle;
         }
         PollStatus::Busy
     }

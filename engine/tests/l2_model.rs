@@ -55,7 +55,8 @@ fn run_case(seed: u64) -> Result<Seen, String> {
     let reactors = rng.gen_range(2..=3);
     let faults = FaultConfig {
         read_error: rng.gen_range(0.0..0.05),
-        write_error: rng.gen_range(0.0..0.1),
+        write_error: rng.gen_range(0.05..0.15),
+        fail_write_at: (seed % 2 == 0).then_some(3),
         torn_write: rng.gen_range(0.0..0.1),
         bit_flip: rng.gen_range(0.0..0.05),
         seed,
@@ -69,8 +70,8 @@ fn run_case(seed: u64) -> Result<Seen, String> {
         Ok(block(k, v))
     })
     .unwrap();
-    // 256 KiB: the ring wraps many times in one case.
-    let dev = FaultyDevice::new(MemDevice::new(256 << 10, 512).unwrap(), faults.clone()).unwrap();
+    // 64 KiB, about half the data: the ring wraps many times in one case.
+    let dev = FaultyDevice::new(MemDevice::new(64 << 10, 512).unwrap(), faults.clone()).unwrap();
     let e = Engine::builder()
         .reactors(reactors)
         .arc_capacity((reactors as u64 * 16) << 10)
@@ -94,9 +95,11 @@ fn run_case(seed: u64) -> Result<Seen, String> {
             let versions = versions.clone();
             let mut rng = SmallRng::seed_from_u64(seed * 31 + t);
             std::thread::spawn(move || -> Result<(), String> {
-                for i in 0..600 {
-                    if i % 25 == 0 {
-                        std::thread::sleep(Duration::from_micros(300));
+                for i in 0..1500 {
+                    // Pace the clients so that each case spans many feed
+                    // intervals (2 ms): the ring must wrap and writes fail.
+                    if i % 20 == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     let k = rng.gen_range(0..KEYS);
                     let kb = key(k);

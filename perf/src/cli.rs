@@ -26,7 +26,7 @@ pub struct Args {
     pub reactors: Option<usize>,
     /// Cores to pin reactors to, e.g. `0,2` or `0-3`. Default: the first ones.
     #[arg(long, value_parser = parse_cores)]
-    pub cores: Option<Vec<usize>>,
+    pub cores: Option<CoreList>,
     /// Reactor idle strategy.
     #[arg(long, default_value = "adaptive", value_parser = ["busy", "adaptive"])]
     pub idle: String,
@@ -179,6 +179,10 @@ pub struct Args {
     pub bench_ops: u64,
 }
 
+/// A list of cores (one option value, not several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreList(pub Vec<usize>);
+
 /// Value sizes: fixed, or a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ValueSize {
@@ -266,7 +270,7 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
     Ok(m)
 }
 
-fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+fn parse_cores(s: &str) -> Result<CoreList, String> {
     let mut out = vec![];
     for part in s.split(',') {
         let num = |x: &str| {
@@ -285,7 +289,7 @@ fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
             None => out.push(num(part)?),
         }
     }
-    Ok(out)
+    Ok(CoreList(out))
 }
 
 /// Parses the command line, merged over the config file if one is given.
@@ -397,7 +401,7 @@ mod tests {
             }
         );
         assert_eq!((a.mix.read, a.mix.insert), (9.0, 1.0));
-        assert_eq!(a.cores, Some(vec![0, 1, 2, 5]));
+        assert_eq!(a.cores, Some(CoreList(vec![0, 1, 2, 5])));
         assert!(args(&["--value-size", "8KiB-1KiB"])
             .unwrap_err()
             .contains("smallest first"));

@@ -137,6 +137,8 @@ pub fn jobs(b: &HitBench, reactors: usize) -> Result<(HitResult, f64), polarc::E
     let mut runs = vec![];
     for r in 0..b.runs {
         let spec = JobSpec {
+            zipf: 0.0,
+            latency: false,
             keys: b.keys,
             ops_per_reactor: b.ops,
             queue_depth: b.queue_depth,

@@ -151,7 +151,7 @@ fn run(a: Args) -> Result<(), String> {
         (None, None) => {}
     }
     if let Some(c) = &a.cores {
-        b = b.cores(c.clone());
+        b = b.cores(c.0.clone());
     }
     for d in devices {
         b = b.l2_device_arc(d);

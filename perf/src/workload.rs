@@ -415,6 +415,7 @@ fn phase(
                 let mut issued = 0u64;
                 let mut completed = 0u64;
                 let mut stop = false;
+                let mut idle = 0u32;
                 while !(stop || issued == per_client) || !inflight.is_empty() {
                     if let Some(d) = deadline {
                         stop |= Instant::now() >= d;
@@ -471,7 +472,14 @@ fn phase(
                         }
                     }
                     if completed == before && !inflight.is_empty() {
-                        std::thread::park_timeout(Duration::from_millis(1));
+                        idle += 1;
+                        if idle < 16 {
+                            std::thread::yield_now();
+                        } else {
+                            std::thread::park_timeout(Duration::from_millis(1));
+                        }
+                    } else {
+                        idle = 0;
                     }
                 }
                 (errors, hist)
@@ -682,9 +690,8 @@ pub fn run(
 }
 
 /// Warms up from client threads, then measures with a job on every
-/// reactor: uniform read-throughs, `queue_depth` in flight per reactor.
-/// Latency is not measured this way; hit ratios come from the engine's
-/// counters.
+/// reactor (as bdevperf does): read-throughs with the workload's zipf or
+/// uniform keys, `queue_depth` in flight per reactor, latency per class.
 pub fn run_in_reactor(
     e: &Engine,
     w: &Workload,
@@ -695,6 +702,11 @@ pub fn run_in_reactor(
     let cpu0 = cpu_seconds();
     let spec = polarc::JobSpec {
         keys: w.keys,
+        zipf: match w.popularity {
+            Popularity::Zipf(t) => t,
+            _ => 0.0,
+        },
+        latency: true,
         ops_per_reactor: w.ops / before.reactors.len() as u64,
         queue_depth: w.queue_depth,
         op: polarc::JobOp::Read,
@@ -711,28 +723,19 @@ pub fn run_in_reactor(
         .iter()
         .map(|r| r.elapsed.as_secs_f64())
         .fold(0.0, f64::max);
-    let arc = after.arc.hits - before.arc.hits;
-    let l2 = after.l2.l2_hits - before.l2.l2_hits;
-    let share = |n: u64| if ops == 0 { 0.0 } else { n as f64 / ops as f64 };
-    Ok((
-        Report {
-            ops,
-            seconds,
-            ops_per_sec: ops as f64 / seconds.max(1e-9),
-            hit_ratio: HitRatio {
-                overall: share(arc + l2),
-                arc: share(arc),
-                l2: share(l2),
-            },
-            latency_us: Latencies::default(),
-            errors,
-            cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),
-            timeline: vec![],
-            device: Device::between(&before, &after, seconds),
-            cdf: vec![],
-        },
-        after,
-    ))
+    let mut hist: [Hist; CLASSES] = std::array::from_fn(|_| new_hist());
+    for r in &reports {
+        if let Some(l) = &r.latency {
+            for (a, b) in hist.iter_mut().zip(l.iter()) {
+                a.add(b).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut r = report(&hist, errors, seconds, cpu, vec![])?;
+    r.ops = ops;
+    r.ops_per_sec = ops as f64 / seconds.max(1e-9);
+    r.device = Device::between(&before, &after, seconds);
+    Ok((r, after))
 }
 
 /// Replays a trace in order, one request at a time (so that hit ratios

@@ -330,3 +330,22 @@ fn a_plot_a_file_store_and_a_duration_work() {
         text(&o)
     );
 }
+
+#[test]
+fn in_reactor_jobs_report_latency_per_class_with_zipf_keys() {
+    let mut a = TINY.to_vec();
+    a.extend(["--l2", "mem:32MiB", "--in-reactor", "--zipf", "0.9"]);
+    let r = json(&a);
+    assert_eq!(r["ops"], 6000);
+    let l = &r["latency_us"];
+    let counts: u64 = ["arc_hit", "l2_hit", "miss"]
+        .iter()
+        .map(|c| l[c]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, 6000, "{l}");
+    assert!(l["arc_hit"]["count"].as_u64().unwrap() > 0);
+    assert!(
+        l["miss"]["p50"].as_f64().unwrap() >= 20.0,
+        "misses wait for the 20 us store: {l}"
+    );
+}

@@ -145,6 +145,12 @@ impl Feeder {
         self.writes.is_empty() && self.picks.is_empty()
     }
 
+    /// True while idle between cycles with the next feed not yet due to
+    /// be started at once (no kick).
+    pub(crate) fn waiting(&self) -> bool {
+        self.phase == Phase::Idle && self.next_feed.is_some()
+    }
+
     /// When the next feed is due, while idle between cycles.
     pub(crate) fn next_feed(&self) -> Option<Instant> {
         (self.phase == Phase::Idle)

@@ -243,6 +243,8 @@ pub(crate) struct L2Core {
     pub done: Vec<crate::device::Completion>,
     /// A kick was sent since the last scan.
     pub kicked: bool,
+    /// Loop iterations, for reading the clock only now and then.
+    pub clock_tick: u32,
 }
 
 /// What a reactor needs to open its L2 queues.
@@ -288,6 +290,7 @@ impl L2Core {
             counters: L2Counters::default(),
             done: Vec::new(),
             kicked: false,
+            clock_tick: 0,
         })
     }
 
