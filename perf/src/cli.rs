@@ -375,6 +375,19 @@ fn config_args(path: &std::path::Path) -> Result<Vec<(String, Option<String>)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary config files are refused or read; never a panic.
+        #[test]
+        fn config_files_never_panic(text in "[a-z_\\-=\\[\\]\"0-9., \n]{0,120}") {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("c.toml");
+            std::fs::write(&p, &text).unwrap();
+            let argv = vec!["polarc-perf".to_string(), "--config".into(), p.display().to_string()];
+            let _ = parse_from(argv);
+        }
+    }
 
     fn args(v: &[&str]) -> Result<Args, String> {
         let mut a = vec!["polarc-perf".to_string()];
