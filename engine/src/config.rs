@@ -13,8 +13,8 @@ pub enum IdleStrategy {
     /// Poll forever, as SPDK does: lowest latency, one core per reactor
     /// at 100% all the time.
     Busy,
-    /// Spin for [`Config::spin_before_park`], then park until a message
-    /// or a timer. The default: the embedded default runs on laptops and
+    /// Yield the core for [`Config::spin_before_park`], then park until a
+    /// message or a timer. The default: the embedded default runs on laptops and
     /// CI machines, where burning every core while idle is not acceptable;
     /// under load it never parks, so throughput is the same as `Busy`.
     #[default]
