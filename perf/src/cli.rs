@@ -58,6 +58,9 @@ pub struct Args {
     /// Time between L2 feeds (l2arc_feed_secs).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub l2_feed_interval: Duration,
+    /// Bytes per L2 feed write (the feeder packs one per reactor loop).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub l2_write_size: u64,
     /// Store L2 blocks uncompressed.
     #[arg(long)]
     pub l2_no_compress: bool,

@@ -120,6 +120,7 @@ fn run(a: Args) -> Result<(), String> {
             compress: !a.l2_no_compress,
             mfuonly: a.l2_mfuonly,
             norw: a.l2_norw,
+            write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
             ..polarc::L2Config::default()
         });
     b = match &trace {
