@@ -647,6 +647,41 @@ fn warm_up(e: &Engine, w: &Workload, progress: &dyn Fn(&str, u64, u64)) -> Resul
     Ok(())
 }
 
+/// What a measured phase starts from: engine counters, wall time, CPU.
+struct Measure {
+    before: Stats,
+    start: Instant,
+    cpu0: Option<f64>,
+}
+
+impl Measure {
+    fn begin(e: &Engine) -> Measure {
+        Measure {
+            before: e.stats(),
+            start: Instant::now(),
+            cpu0: cpu_seconds(),
+        }
+    }
+
+    /// The report of the phase, from its histograms; `seconds` overrides
+    /// the wall time since `begin` (jobs time themselves).
+    fn finish(
+        self,
+        e: &Engine,
+        hist: &[Hist; CLASSES],
+        errors: u64,
+        timeline: Vec<Tick>,
+        seconds: Option<f64>,
+    ) -> Result<(Report, Stats), String> {
+        let seconds = seconds.unwrap_or_else(|| self.start.elapsed().as_secs_f64());
+        let cpu = cpu_seconds().zip(self.cpu0).map(|(b, a)| b - a);
+        let after = e.stats();
+        let mut r = report(hist, errors, seconds, cpu, timeline)?;
+        r.device = Device::between(&self.before, &after, seconds);
+        Ok((r, after))
+    }
+}
+
 /// Warms up, then measures.
 pub fn run(
     e: &Engine,
@@ -659,13 +694,12 @@ pub fn run(
         w: w.clone(),
         kind: Kind::Random,
     };
-    let before = e.stats();
-    let start = Instant::now();
+    let m = Measure::begin(e);
+    let start = m.start;
     let (until, total) = match w.duration {
         Some(d) => (Until::Time(start + d), d.as_millis() as u64),
         None => (Until::Ops(w.ops), w.ops),
     };
-    let cpu0 = cpu_seconds();
     let timed = w.duration.is_some();
     let (errors, hist, timeline) = phase(
         e,
@@ -681,12 +715,7 @@ pub fn run(
         },
         Some(w.timeline_interval),
     )?;
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
-    let after = e.stats();
-    let mut r = report(&hist, errors, seconds, cpu, timeline)?;
-    r.device = Device::between(&before, &after, seconds);
-    Ok((r, after))
+    m.finish(e, &hist, errors, timeline, None)
 }
 
 /// Warms up from client threads, then measures with a job on every
@@ -698,8 +727,7 @@ pub fn run_in_reactor(
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<(Report, Stats), String> {
     warm_up(e, w, progress)?;
-    let before = e.stats();
-    let cpu0 = cpu_seconds();
+    let m = Measure::begin(e);
     let spec = polarc::JobSpec {
         keys: w.keys,
         zipf: match w.popularity {
@@ -707,15 +735,13 @@ pub fn run_in_reactor(
             _ => 0.0,
         },
         latency: true,
-        ops_per_reactor: w.ops / before.reactors.len() as u64,
+        ops_per_reactor: w.ops / m.before.reactors.len() as u64,
         queue_depth: w.queue_depth,
         op: polarc::JobOp::Read,
         seed: 7,
     };
     progress("measure (in-reactor jobs)", 0, w.ops);
     let reports = e.run_jobs(&spec).map_err(|e| e.to_string())?;
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
-    let after = e.stats();
     let ops: u64 = reports.iter().map(|r| r.ops).sum();
     progress("measure (in-reactor jobs)", ops, w.ops);
     let errors: u64 = reports.iter().map(|r| r.errors).sum();
@@ -731,10 +757,9 @@ pub fn run_in_reactor(
             }
         }
     }
-    let mut r = report(&hist, errors, seconds, cpu, vec![])?;
+    let (mut r, after) = m.finish(e, &hist, errors, vec![], Some(seconds))?;
     r.ops = ops;
     r.ops_per_sec = ops as f64 / seconds.max(1e-9);
-    r.device = Device::between(&before, &after, seconds);
     Ok((r, after))
 }
 
@@ -751,9 +776,8 @@ pub fn replay(
 ) -> Result<(Report, Stats), String> {
     let mut hist: [Hist; CLASSES] = std::array::from_fn(|_| new_hist());
     let mut errors = 0u64;
-    let before = e.stats();
-    let start = Instant::now();
-    let cpu0 = cpu_seconds();
+    let m = Measure::begin(e);
+    let start = m.start;
     let mut timeline = vec![];
     let mut counts = [0u64; CLASSES];
     let mut last = (start, counts);
@@ -787,10 +811,5 @@ pub fn replay(
     }
     timeline.push(make_tick(start, last, (Instant::now(), counts)));
     progress("replay", total, total);
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
-    let after = e.stats();
-    let mut r = report(&hist, errors, seconds, cpu, timeline)?;
-    r.device = Device::between(&before, &after, seconds);
-    Ok((r, after))
+    m.finish(e, &hist, errors, timeline, None)
 }
