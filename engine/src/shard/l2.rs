@@ -135,12 +135,11 @@ impl<T: Clone> Shard<T> {
         let mut picks = Vec::new();
         let mut picked = 0u64;
         while picked < rules.want {
-            let Some((idx, data, size, mfu)) = self.stage.queue.pop_front() else {
+            let Some((idx, data, size, mfu)) = self.pop_staged() else {
                 break;
             };
-            self.stage.bytes -= u64::from(size);
             if self.slab[idx as usize].flags.contains(Flags::DETACHED) {
-                self.l2_done(idx, None);
+                self.l2_settle(idx, None, false);
                 continue;
             }
             let h = &self.slab[idx as usize];
@@ -168,11 +167,7 @@ impl<T: Clone> Shard<T> {
                 }
                 let h = self.header(idx);
                 scanned += u64::from(h.size);
-                let skip = !h.flags.contains(Flags::L2_ELIGIBLE)
-                    || h.flags.contains(Flags::L2_WRITING)
-                    || h.l2.is_some()
-                    || (rules.noprefetch && h.flags.contains(Flags::PREFETCH));
-                if !skip {
+                if wants_l2(h, rules.noprefetch) {
                     picked += u64::from(h.size);
                     cand.push(idx);
                 }
@@ -198,32 +193,7 @@ impl<T: Clone> Shard<T> {
     /// (`None`) its write failed. Clears `L2_WRITING` and settles a header
     /// that left the ARC or was invalidated while it was being written.
     pub fn l2_done(&mut self, idx: HeaderIdx, loc: Option<L2Loc>) {
-        let h = &mut self.slab[idx as usize];
-        debug_assert!(
-            h.flags.contains(Flags::L2_WRITING),
-            "done for {idx} not writing"
-        );
-        h.flags.remove(Flags::L2_WRITING);
-        if h.flags.contains(Flags::DETACHED) {
-            // Invalidated meanwhile: the copy must never be found.
-            if !h.flags.contains(Flags::IO_IN_PROGRESS) {
-                self.free_slot(idx);
-            }
-            return;
-        }
-        if loc.is_none() && h.state == State::Anon && !h.flags.contains(Flags::IO_IN_PROGRESS) {
-            self.counters.l2_write_failed_evicted += 1;
-        }
-        if let Some(loc) = loc {
-            debug_assert!(!h.l2.is_some());
-            h.l2 = loc;
-            self.l2_account(loc, true);
-        }
-        let h = &self.slab[idx as usize];
-        if h.state == State::Anon && !h.flags.contains(Flags::IO_IN_PROGRESS) {
-            // It left the ARC while being written.
-            self.forget(idx);
-        }
+        self.l2_settle(idx, loc, true);
     }
 
     /// Drops the L2 copies on device `dev` in `[start, end)` of the blocks
@@ -287,11 +257,7 @@ impl<T> Shard<T> {
             return;
         };
         let h = &mut self.slab[idx as usize];
-        let f = h.flags;
-        if !f.contains(Flags::L2_ELIGIBLE)
-            || f.contains(Flags::L2_WRITING)
-            || h.l2.is_some()
-            || (rules.noprefetch && f.contains(Flags::PREFETCH))
+        if !wants_l2(h, rules.noprefetch)
             || (rules.mfuonly && state != State::Mfu)
             || u64::from(h.size) > rules.limit
         {
@@ -305,35 +271,62 @@ impl<T> Shard<T> {
             .queue
             .push_back((idx, data, size, state == State::Mfu));
         while self.stage.bytes > rules.limit {
-            let Some((old, data, size, _)) = self.stage.queue.pop_front() else {
+            let Some((old, data, _, _)) = self.pop_staged() else {
                 break;
             };
             drop(data);
-            self.stage.bytes -= u64::from(size);
             self.counters.l2_stage_dropped += 1;
-            self.l2_unstage(old);
+            // A staged block the feeder will not get: as a failed write would.
+            self.l2_settle(old, None, false);
         }
     }
 
-    /// A staged block the feeder will not get: as a failed write would.
-    fn l2_unstage(&mut self, idx: HeaderIdx) {
+    /// Takes the oldest staged block.
+    fn pop_staged(&mut self) -> Option<(HeaderIdx, T, u32, bool)> {
+        let e = self.stage.queue.pop_front()?;
+        self.stage.bytes -= u64::from(e.2);
+        Some(e)
+    }
+
+    /// Clears `L2_WRITING` of header `idx` and records `loc` as its copy.
+    /// Settles a header that only that kept: an invalidated one is freed
+    /// (its copy must never be found), one that left the ARC meanwhile is
+    /// forgotten. A write that failed (`loc` none) for a block that left
+    /// the ARC is counted when `count_failure`.
+    fn l2_settle(&mut self, idx: HeaderIdx, loc: Option<L2Loc>, count_failure: bool) {
         let h = &mut self.slab[idx as usize];
+        debug_assert!(
+            h.flags.contains(Flags::L2_WRITING),
+            "header {idx} is not being written"
+        );
         h.flags.remove(Flags::L2_WRITING);
+        let io = h.flags.contains(Flags::IO_IN_PROGRESS);
         if h.flags.contains(Flags::DETACHED) {
-            if !h.flags.contains(Flags::IO_IN_PROGRESS) {
+            if !io {
                 self.free_slot(idx);
             }
-        } else if h.state == State::Anon && !h.flags.contains(Flags::IO_IN_PROGRESS) {
+            return;
+        }
+        let left_arc = h.state == State::Anon && !io;
+        match loc {
+            Some(loc) => {
+                debug_assert!(!h.l2.is_some());
+                h.l2 = loc;
+                self.l2_account(loc, true);
+            }
+            None if left_arc && count_failure => self.counters.l2_write_failed_evicted += 1,
+            None => {}
+        }
+        if left_arc {
             self.forget(idx);
         }
     }
 
     /// Releases every staged block, as if the queue overflowed.
     pub fn l2_unstage_all(&mut self) {
-        while let Some((idx, data, size, _)) = self.stage.queue.pop_front() {
+        while let Some((idx, data, _, _)) = self.pop_staged() {
             drop(data);
-            self.stage.bytes -= u64::from(size);
-            self.l2_unstage(idx);
+            self.l2_settle(idx, None, false);
         }
     }
 
@@ -412,6 +405,17 @@ impl<T> Shard<T> {
             *list -= asize;
         }
     }
+}
+
+/// True when the block of `h` may be copied to L2: eligible, not yet in
+/// L2, not being written, and (with `noprefetch`) not prefetch-only.
+fn wants_l2<T>(h: &super::Header<T>, noprefetch: bool) -> bool {
+    let f = h.flags;
+    let prefetch_only = noprefetch && f.contains(Flags::PREFETCH);
+    f.contains(Flags::L2_ELIGIBLE)
+        && !f.contains(Flags::L2_WRITING)
+        && !h.l2.is_some()
+        && !prefetch_only
 }
 
 /// A new, empty L2-only table.
