@@ -291,6 +291,19 @@ impl Feeder {
         }
     }
 
+    /// Where in a write buffer a block of `size` bytes goes when the
+    /// buffer is filled to `pos`: the next 512-byte boundary, or the next
+    /// device block when its aligned read span would otherwise exceed the
+    /// largest pool buffer.
+    fn place(&self, pos: u64, size: u64) -> u64 {
+        let start = pos.next_multiple_of(L2_SECTOR);
+        if (start % self.bs + size).next_multiple_of(self.bs) > self.max_span {
+            pos.next_multiple_of(self.bs)
+        } else {
+            start
+        }
+    }
+
     /// The room the picked blocks may take: the packing of
     /// [`Feeder::fill_writes`] with every block raw (compression only
     /// shrinks them), plus one block of slack.
@@ -305,10 +318,7 @@ impl Feeder {
                     room = ws.max(size.next_multiple_of(bs));
                     pos = 0;
                 }
-                let mut start = pos.next_multiple_of(L2_SECTOR);
-                if (start % bs + size).next_multiple_of(bs) > self.max_span {
-                    start = pos.next_multiple_of(bs);
-                }
+                let start = self.place(pos, size);
                 if start + size > room {
                     total += pos.next_multiple_of(bs);
                     room = 0;
@@ -405,11 +415,7 @@ impl Feeder {
             let mut blocks: Vec<(HeaderIdx, u64, L2Loc)> = Vec::new();
             while let Some(p) = self.picks.front() {
                 let size = p.size as usize;
-                let mut start = pos.next_multiple_of(L2_SECTOR as usize);
-                let bs = self.bs as usize;
-                if ((start % bs) + size).next_multiple_of(bs) as u64 > self.max_span {
-                    start = pos.next_multiple_of(bs);
-                }
+                let start = self.place(pos as u64, u64::from(p.size)) as usize;
                 if start + size > room {
                     break;
                 }
