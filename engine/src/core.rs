@@ -330,10 +330,8 @@ impl Core {
         };
         if !l2.kicked && self.shard.l2_stage_pressure() {
             l2.kicked = true;
-            for d in &l2.devs {
-                let _ = self.peers[d.shared.feeder].send(Msg::L2Kick {
-                    dev: d.shared.index,
-                });
+            for (dev, d) in l2.devs.iter().enumerate() {
+                let _ = self.peers[d.shared.feeder].send(Msg::L2Kick { dev: dev as u8 });
             }
         }
         let mut done = std::mem::take(&mut l2.done);

@@ -679,7 +679,6 @@ fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L
         devs.push(Arc::new(DevShared {
             device,
             info,
-            index: i as u8,
             feeder: i % cfg.reactors,
             writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }));

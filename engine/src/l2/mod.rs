@@ -215,8 +215,6 @@ pub fn checksum(tag: u64, stored: &[u8]) -> u32 {
 pub(crate) struct DevShared {
     pub device: Arc<dyn BlockDevice>,
     pub info: DeviceInfo,
-    /// Its index among the L2 devices.
-    pub index: u8,
     /// The reactor that feeds it.
     pub feeder: usize,
     /// Feed writes in flight (read by `norw`).

@@ -221,7 +221,6 @@ fn run(seed: u64) -> Seen {
         devs: vec![Arc::new(DevShared {
             info: device.info(),
             device,
-            index: 0,
             feeder: rng.gen_range(0..n),
             writes_in_flight: Default::default(),
         })],
