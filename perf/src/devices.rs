@@ -25,6 +25,19 @@ impl std::fmt::Debug for Opened {
     }
 }
 
+/// The `PATH[:SIZE]` of a `file:` spec: the size is whatever follows the
+/// last colon, if it parses as a size; otherwise the colon is part of the
+/// path.
+pub fn file_spec(rest: &str) -> (&str, Option<u64>) {
+    match rest.rsplit_once(':') {
+        Some((p, s)) => match parse_size(s) {
+            Ok(size) => (p, Some(size)),
+            Err(_) => (rest, None),
+        },
+        None => (rest, None),
+    }
+}
+
 /// Opens the device `spec` names; `None` for `none`. `direct` asks for
 /// `O_DIRECT` on io_uring devices.
 pub fn open(spec: &str, direct: bool) -> Result<Option<Opened>, String> {
@@ -59,11 +72,7 @@ pub fn open(spec: &str, direct: bool) -> Result<Option<Opened>, String> {
             }))
         }
         "file" => {
-            // PATH[:SIZE]: a size is whatever follows the last colon, if it parses.
-            let (path, size) = match rest.rsplit_once(':') {
-                Some((p, s)) if parse_size(s).is_ok() => (p, Some(parse_size(s)?)),
-                _ => (rest, None),
-            };
+            let (path, size) = file_spec(rest);
             if size.is_none() && !Path::new(path).exists() {
                 return Err(bad(
                     "the file does not exist; give a size, e.g. file:/tmp/l2.img:2GiB",

@@ -37,11 +37,11 @@ pub fn run(a: &Args) -> Result<(), String> {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let p = dir.path().join("foyer.img");
             temp = Some(dir);
-            (p, 512u64 << 20)
+            (p, crate::AUTO_L2)
         }
-        Some(("file", rest)) => match rest.rsplit_once(':') {
-            Some((p, sz)) => (p.into(), polarc_perf::units::parse_size(sz)?),
-            None => return Err(format!("--l2 {spec}: foyer needs a size, file:PATH:SIZE")),
+        Some(("file", rest)) => match polarc_perf::devices::file_spec(rest) {
+            (p, Some(size)) => (p.into(), size),
+            (_, None) => return Err(format!("--l2 {spec}: foyer needs a size, file:PATH:SIZE")),
         },
         _ => return Err(format!("--l2 {spec}: foyer runs on file:PATH:SIZE or auto")),
     };
@@ -117,18 +117,10 @@ pub fn run(a: &Args) -> Result<(), String> {
         "\nfoyer: ops/s {:.0}   hit ratio: overall {:.4}, memory {:.4}, disk {:.4}   errors {}",
         report.ops_per_sec, h.overall, h.arc, h.l2, report.errors
     );
-    let l = &report.latency_us;
-    for (name, c) in [
-        ("all", &l.all),
-        ("memory hit", &l.arc_hit),
-        ("disk hit", &l.l2_hit),
-        ("miss", &l.miss),
-    ] {
-        println!(
-            "{name:<11}{:>10}  p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  p99.9 {:>8.1}  max {:>9.1} us",
-            c.count, c.p50, c.p90, c.p99, c.p999, c.max
-        );
-    }
+    crate::print_latencies(
+        &report.latency_us,
+        ["all", "memory hit", "disk hit", "miss"],
+    );
     if let Some(p) = &a.plot {
         polarc_perf::plot::draw(p, &report, "foyer").map_err(|e| format!("--plot: {e}"))?;
     }

@@ -5,7 +5,7 @@
 use polarc::{Engine, IdleStrategy, Latency, Policy, SimStore};
 use polarc_perf::cli::{self, Args};
 use polarc_perf::trace::{self, CsvOptions};
-use polarc_perf::units::{parse_duration, parse_size};
+use polarc_perf::units::parse_duration;
 use polarc_perf::workload::{self, OpMix, Popularity, Report, Workload};
 use polarc_perf::{hits, plot, progress::Progress};
 use std::process::ExitCode;
@@ -230,17 +230,7 @@ fn run(a: Args) -> Result<(), String> {
         println!("plot: {}", path.display());
     }
     if let Some(path) = &a.json {
-        let doc = report_json(
-            &a,
-            "polarc",
-            &w,
-            &r,
-            &notes,
-            serde_json::to_value(&stats).map_err(|e| e.to_string())?,
-            &stats,
-            fio,
-            lz4,
-        );
+        let doc = report_json(&a, &w, &r, &notes, &stats, fio, lz4);
         write_json(path, &doc)?;
     }
     Ok(())
@@ -387,21 +377,18 @@ fn with_backing(b: polarc::EngineBuilder, a: &Args) -> Result<polarc::EngineBuil
 }
 
 /// The JSON report (schema: docs/perf-report.md).
-#[allow(clippy::too_many_arguments)]
 fn report_json(
     a: &Args,
-    engine: &str,
     w: &Workload,
     r: &Report,
     notes: &[String],
-    stats_json: serde_json::Value,
     stats: &polarc::Stats,
     fio: Option<serde_json::Value>,
     lz4: Option<serde_json::Value>,
 ) -> serde_json::Value {
     let z = &stats.l2_sizes;
     serde_json::json!({
-        "engine": engine,
+        "engine": "polarc",
         "version": env!("CARGO_PKG_VERSION"),
         "trace": a.trace.as_ref().map(|p| p.display().to_string()),
         "workload": w,
@@ -419,10 +406,28 @@ fn report_json(
         "hdr_bytes_per_block": stats.hdr_bytes_per_block,
         "l2_hdr_bytes_per_block": stats.l2_hdr_bytes_per_block,
         "timeline": r.timeline,
-        "stats": stats_json,
+        "stats": stats,
         "fio": fio,
         "lz4": lz4,
     })
+}
+
+/// The latency table: one row per class, named by `names` (all, memory
+/// tier hits, disk tier hits, misses). Both engines print it.
+fn print_latencies(l: &workload::Latencies, names: [&str; 4]) {
+    println!(
+        "{:<11}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+    );
+    for (name, c) in names
+        .into_iter()
+        .zip([&l.all, &l.arc_hit, &l.l2_hit, &l.miss])
+    {
+        println!(
+            "{name:<11}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
+            c.count, c.p50, c.p90, c.p99, c.p999, c.max
+        );
+    }
 }
 
 fn print_report(r: &Report, s: &polarc::Stats) {
@@ -438,22 +443,7 @@ fn print_report(r: &Report, s: &polarc::Stats) {
         print!("   peak RSS: {} MiB", rss >> 20);
     }
     println!();
-    println!(
-        "{:<10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
-        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
-    );
-    let l = &r.latency_us;
-    for (name, c) in [
-        ("all", &l.all),
-        ("ARC hit", &l.arc_hit),
-        ("L2 hit", &l.l2_hit),
-        ("miss", &l.miss),
-    ] {
-        println!(
-            "{name:<10}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
-            c.count, c.p50, c.p90, c.p99, c.p999, c.max
-        );
-    }
+    print_latencies(&r.latency_us, ["all", "ARC hit", "L2 hit", "miss"]);
     println!(
         "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
         s.sizes.p / (1 << 20) as f64,
@@ -583,11 +573,7 @@ fn fio_compare(
 ) -> Result<serde_json::Value, String> {
     let spec = a.l2.iter().find(|s| s.as_str() != "none");
     let path = match spec.and_then(|s| s.split_once(':')) {
-        Some(("file", rest)) => rest
-            .rsplit_once(':')
-            .filter(|(_, sz)| parse_size(sz).is_ok())
-            .map_or(rest, |(p, _)| p)
-            .to_string(),
+        Some(("file", rest)) => polarc_perf::devices::file_spec(rest).0.to_string(),
         Some(("uring", p)) => p.to_string(),
         _ => return Err("--fio-compare needs an --l2 file: or uring: device".into()),
     };

@@ -307,18 +307,6 @@ impl KeySampler {
     }
 }
 
-/// Builds a report from per-class latency histograms (ns): ARC (memory)
-/// hits, L2 (disk) hits, misses, other operations.
-pub fn report_from(
-    hist: &[hdrhistogram::Histogram<u64>; 4],
-    errors: u64,
-    seconds: f64,
-    cpu: Option<f64>,
-    timeline: Vec<Tick>,
-) -> Result<Report, String> {
-    report(hist, errors, seconds, cpu, timeline)
-}
-
 struct ThreadWaker(std::thread::Thread);
 impl std::task::Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
@@ -562,7 +550,10 @@ fn settle(e: &Engine, w: &Workload, progress: &dyn Fn(&str, u64, u64)) {
     }
 }
 
-fn report(
+/// Builds a report from per-class latency histograms (ns): ARC (memory)
+/// hits, L2 (disk) hits, misses, other operations. Operations are the
+/// recorded ones plus `errors`.
+pub fn report_from(
     hist: &[Hist; CLASSES],
     errors: u64,
     seconds: f64,
@@ -676,7 +667,7 @@ impl Measure {
         let seconds = seconds.unwrap_or_else(|| self.start.elapsed().as_secs_f64());
         let cpu = cpu_seconds().zip(self.cpu0).map(|(b, a)| b - a);
         let after = e.stats();
-        let mut r = report(hist, errors, seconds, cpu, timeline)?;
+        let mut r = report_from(hist, errors, seconds, cpu, timeline)?;
         r.device = Device::between(&self.before, &after, seconds);
         Ok((r, after))
     }
@@ -757,10 +748,9 @@ pub fn run_in_reactor(
             }
         }
     }
-    let (mut r, after) = m.finish(e, &hist, errors, vec![], Some(seconds))?;
-    r.ops = ops;
-    r.ops_per_sec = ops as f64 / seconds.max(1e-9);
-    Ok((r, after))
+    // Every read the jobs completed has its latency recorded, so the
+    // report's count (recorded + errors) is the jobs' count.
+    m.finish(e, &hist, errors, vec![], Some(seconds))
 }
 
 /// Replays a trace in order, one request at a time (so that hit ratios
