@@ -191,8 +191,6 @@ pub struct Core {
     pub(crate) pending: std::collections::HashMap<HeaderIdx, Fill>,
     /// The L2 tier's queues, reads and feeders, when L2 devices are set.
     pub(crate) l2: Option<Box<L2Core>>,
-    /// Why the L2 queues could not be opened, if they could not.
-    pub(crate) open_error: Option<crate::device::DeviceError>,
     /// Answers to requests this reactor's job sent to peers.
     pub(crate) job_inbox: Vec<(u64, Outcome)>,
     /// Requests and replies to peers, per peer, waiting to leave in a batch.
@@ -236,7 +234,6 @@ impl Core {
             peers,
             pending: std::collections::HashMap::new(),
             l2: None,
-            open_error: None,
             job_inbox: Vec::new(),
             outbox_requests: (0..n).map(|_| Vec::new()).collect(),
             outbox_replies: (0..n).map(|_| Vec::new()).collect(),
@@ -246,14 +243,6 @@ impl Core {
             stopping: false,
             pinned_core: None,
             pin_failed: false,
-        }
-    }
-
-    /// Whether start-up went well.
-    pub(crate) fn opened(&self) -> Result<()> {
-        match &self.open_error {
-            Some(e) => Err(Error::Device(e.clone())),
-            None => Ok(()),
         }
     }
 

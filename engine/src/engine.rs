@@ -211,7 +211,7 @@ impl EngineBuilder {
         // queues belong to the thread that polls them.
         type Setup = (
             Arc<Mailbox<Msg>>,
-            Box<dyn FnOnce() -> Core + Send>,
+            Box<dyn FnOnce() -> Result<Core> + Send>,
             oneshot::Sender<Result<()>>,
         );
         let mut threads = Vec::with_capacity(n);
@@ -232,11 +232,13 @@ impl EngineBuilder {
                         return None;
                     };
                     let guard = CloseOnUnwind(mailbox.clone());
-                    let core = make_core();
-                    if let Err(e) = core.opened() {
-                        let _ = ready.send(Err(e));
-                        return None;
-                    }
+                    let core = match make_core() {
+                        Ok(core) => core,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return None;
+                        }
+                    };
                     let _ = ready.send(Ok(()));
                     let stats = reactor::run(lc, mailbox, core);
                     std::mem::forget(guard);
@@ -272,12 +274,9 @@ impl EngineBuilder {
                             mfuonly: l2.cfg.mfuonly,
                         });
                     }
-                    match L2Core::open(l2, i, n, &pool) {
-                        Ok(l2) => core.l2 = Some(Box::new(l2)),
-                        Err(e) => core.open_error = Some(e),
-                    }
+                    core.l2 = Some(Box::new(L2Core::open(l2, i, n, &pool)?));
                 }
-                core
+                Ok(core)
             });
             let (rtx, rrx) = oneshot::channel();
             tx.send((mailboxes[i].clone(), make, rtx))

@@ -275,3 +275,39 @@ fn the_ring_wraps_many_times_without_a_bad_checksum() {
     assert!(s.l2_sizes.l2_asize <= cap);
     e.shutdown().unwrap();
 }
+
+/// A device whose queues cannot be opened fails the build with its error,
+/// and the reactors that did start are shut down.
+#[test]
+fn a_device_that_refuses_its_queues_fails_the_build() {
+    struct Refusing;
+    impl BlockDevice for Refusing {
+        fn info(&self) -> polarc::device::DeviceInfo {
+            polarc::device::DeviceInfo {
+                name: "refusing".into(),
+                block_size: 512,
+                capacity: 64 << 20,
+            }
+        }
+        fn open_queue(
+            &self,
+            _depth: usize,
+        ) -> Result<Box<dyn polarc::device::DeviceQueue>, polarc::device::DeviceError> {
+            Err(polarc::device::DeviceError::Unsupported(
+                "no queues on this device".into(),
+            ))
+        }
+    }
+    let e = Engine::builder()
+        .reactors(2)
+        .arc_capacity(4 << 20)
+        .max_block_size(64 << 10)
+        .hugepages(false)
+        .l2_device(Refusing)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, polarc::Error::Device(_)) && e.to_string().contains("no queues on this device"),
+        "{e}"
+    );
+}
