@@ -183,7 +183,15 @@ impl EngineBuilder {
                 .max(l.cfg.write_size.min(crate::bufpool::HUGEPAGE)),
             None => cfg.max_block_size,
         };
-        let pool = BufPool::new(pool_bytes, max_class, cfg.hugepages).map_err(startup)?;
+        // A device that needs its buffers in its own memory (SPDK's DMA
+        // memory) provides the pool's region.
+        let device_region = l2_setup
+            .as_ref()
+            .and_then(|l| l.devs.iter().find_map(|d| d.device.pool_region(pool_bytes)));
+        let pool = match device_region {
+            Some(region) => BufPool::from_region(region.map_err(startup)?, max_class),
+            None => BufPool::new(pool_bytes, max_class, cfg.hugepages).map_err(startup)?,
+        };
         let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
         let core_ids = match cfg.pinning {
             Pinning::Off => None,

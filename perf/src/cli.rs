@@ -171,6 +171,11 @@ pub struct Args {
     /// and compare the L2 feed throughput with it.
     #[arg(long)]
     pub lz4_compare: bool,
+    /// After the run, run SPDK's spdk_nvme_perf (4 KiB random reads) on the
+    /// same `--l2 spdk:` device at the same total queue depth, on the
+    /// first reactor's core, and compare L2-hit throughput.
+    #[arg(long)]
+    pub spdk_perf_compare: bool,
     /// Run the feed benchmark instead (see docs/BENCHMARKS.md).
     #[arg(long)]
     pub bench_feed: bool,

@@ -6,6 +6,8 @@ pub mod devices;
 pub mod hits;
 pub mod plot;
 pub mod progress;
+#[cfg(feature = "spdk")]
+pub mod spdk;
 pub mod trace;
 pub mod units;
 pub mod workload;

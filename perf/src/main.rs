@@ -50,6 +50,11 @@ fn run(a: Args) -> Result<(), String> {
     let mut temp = None;
     let mut devices = vec![];
     let mut l2_names = vec![];
+    // SPDK's transport IDs (--spdk-perf-compare), and local targets that
+    // must outlive the engine.
+    let mut trids: Vec<String> = vec![];
+    let mut guards = vec![];
+    let open_opts = open_options(&a);
     for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
         let spec = if spec == "auto" {
             let dir = tempfile::Builder::new()
@@ -62,11 +67,18 @@ fn run(a: Args) -> Result<(), String> {
         } else {
             spec.clone()
         };
-        let d = polarc_perf::devices::open(&spec, !a.l2_buffered)?.expect("none filtered out");
-        notes.extend(d.note);
-        let info = d.device.info();
-        l2_names.push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
-        devices.push(d.device);
+        for d in polarc_perf::devices::open(&spec, &open_opts)? {
+            if let Some(n) = d.note {
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
+            }
+            let info = d.device.info();
+            l2_names.push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
+            devices.push(d.device);
+            trids.extend(d.trid);
+            guards.extend(d.guard);
+        }
     }
     if devices.is_empty() {
         notes.push("no L2 device (--l2 none)".into());
@@ -225,12 +237,20 @@ fn run(a: Args) -> Result<(), String> {
     } else {
         None
     };
+    let spdk_perf = if a.spdk_perf_compare {
+        Some(spdk_perf_compare(&a, &r, &stats, &trids, &open_opts)?)
+    } else {
+        None
+    };
+    // The engine detaches its devices before a local target stops.
+    drop(e);
+    drop(guards);
     if let Some(path) = &a.plot {
         plot::draw(path, &r, "polarc").map_err(|e| format!("--plot {}: {e}", path.display()))?;
         println!("plot: {}", path.display());
     }
     if let Some(path) = &a.json {
-        let doc = report_json(&a, &w, &r, &notes, &stats, fio, lz4);
+        let doc = report_json(&a, &w, &r, &notes, &stats, [fio, lz4, spdk_perf]);
         write_json(path, &doc)?;
     }
     Ok(())
@@ -383,8 +403,7 @@ fn report_json(
     r: &Report,
     notes: &[String],
     stats: &polarc::Stats,
-    fio: Option<serde_json::Value>,
-    lz4: Option<serde_json::Value>,
+    [fio, lz4, spdk_perf]: [Option<serde_json::Value>; 3],
 ) -> serde_json::Value {
     let z = &stats.l2_sizes;
     serde_json::json!({
@@ -409,7 +428,72 @@ fn report_json(
         "stats": stats,
         "fio": fio,
         "lz4": lz4,
+        "spdk_nvme_perf": spdk_perf,
     })
+}
+
+/// How `--l2` devices are opened: I/O mode, and for SPDK the reactors'
+/// cores and the DMA memory the buffer pool needs (plus room for SPDK).
+fn open_options(a: &Args) -> polarc_perf::devices::OpenOptions {
+    let n = a
+        .reactors
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = match &a.cores {
+        Some(c) => c.0.clone(),
+        None => (0..n).collect(),
+    };
+    let pool = a.pool.unwrap_or(a.arc * 3 / 2 + (32 << 20))
+        + 4 * a.l2_write_size.max(1 << 20) * a.l2.len() as u64
+        + (16 << 20);
+    polarc_perf::devices::OpenOptions {
+        direct: !a.l2_buffered,
+        cores,
+        dma_mb: u32::try_from((pool >> 20) + 256).unwrap_or(u32::MAX),
+    }
+}
+
+/// Runs SPDK's spdk_nvme_perf on the run's SPDK device at its total queue
+/// depth, on the first reactor's core, and compares L2-hit throughput.
+#[cfg(feature = "spdk")]
+fn spdk_perf_compare(
+    a: &Args,
+    r: &workload::Report,
+    s: &polarc::Stats,
+    trids: &[String],
+    o: &polarc_perf::devices::OpenOptions,
+) -> Result<serde_json::Value, String> {
+    let trid = trids
+        .first()
+        .ok_or("--spdk-perf-compare needs an --l2 spdk: device")?;
+    let depth = if a.in_reactor {
+        s.reactors.len() * a.queue_depth
+    } else {
+        a.clients * a.queue_depth
+    };
+    let core = o.cores[0];
+    let iops = polarc_perf::spdk::nvme_perf(trid, depth, core)?;
+    let l2_ops = r.ops_per_sec * r.hit_ratio.l2;
+    println!(
+        "spdk_nvme_perf 4K randread, QD {depth}, core {core}: {iops:.0} IOPS; polarc L2 hits {l2_ops:.0}/s (all ops {:.0}/s): ratio {:.2}",
+        r.ops_per_sec,
+        l2_ops / iops.max(1.0)
+    );
+    Ok(serde_json::json!({
+        "spdk_nvme_perf_iops": iops, "depth": depth, "core": core,
+        "polarc_l2_hits_per_sec": l2_ops, "polarc_ops_per_sec": r.ops_per_sec,
+        "ratio": l2_ops / iops.max(1.0),
+    }))
+}
+
+#[cfg(not(feature = "spdk"))]
+fn spdk_perf_compare(
+    _: &Args,
+    _: &workload::Report,
+    _: &polarc::Stats,
+    _: &[String],
+    _: &polarc_perf::devices::OpenOptions,
+) -> Result<serde_json::Value, String> {
+    Err("--spdk-perf-compare: unsupported: this polarc-perf was built without SPDK (--features spdk)".into())
 }
 
 /// The latency table: one row per class, named by `names` (all, memory
@@ -653,7 +737,10 @@ fn bench_feed(a: &Args) -> Result<(), String> {
         a.l2.iter()
             .find(|s| !matches!(s.as_str(), "none" | "auto"))
             .ok_or("--bench-feed needs an --l2 device, e.g. --l2 file:/var/tmp/f.img:2GiB")?;
-    let dev = polarc_perf::devices::open(spec, !a.l2_buffered)?.expect("not none");
+    let mut opened = polarc_perf::devices::open(spec, &open_options(a))?;
+    let dev = opened.remove(0);
+    // A local target (spdk:nvmf:) lives until the benchmark is over.
+    let _guard = dev.guard;
     let data = a.keys * value as u64;
     // Feeding starts 2 s after start-up: by then every block is inserted,
     // and the feeder runs alone.

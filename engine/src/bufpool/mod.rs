@@ -16,8 +16,8 @@ mod region;
 
 pub use free_on_write::FreeOnWrite;
 
-use region::Region;
 pub use region::HUGEPAGE;
+pub use region::{FreeFn, Region};
 
 use crossbeam_queue::SegQueue;
 use std::cell::RefCell;
@@ -97,7 +97,6 @@ impl BufPool {
     /// Falls back to normal pages, with one warning, when hugepages are
     /// not available.
     pub fn new(capacity: usize, max_block: usize, try_hugepages: bool) -> std::io::Result<BufPool> {
-        assert!(max_block <= HUGEPAGE, "max block above the slab size");
         let region = Region::map(capacity, try_hugepages)?;
         if try_hugepages && !region.hugepages() {
             log::warn!(
@@ -105,9 +104,15 @@ impl BufPool {
                 region.len() >> 20
             );
         }
+        Ok(Self::from_region(region, max_block))
+    }
+
+    /// A pool over memory given by a device (SPDK's DMA memory).
+    pub fn from_region(region: Region, max_block: usize) -> BufPool {
+        assert!(max_block <= HUGEPAGE, "max block above the slab size");
         let classes = size_classes(max_block);
         let free = classes.iter().map(|_| SegQueue::new()).collect();
-        Ok(BufPool {
+        BufPool {
             shared: Arc::new(Shared {
                 id: NEXT_POOL_ID.fetch_add(1, Relaxed),
                 region,
@@ -119,7 +124,7 @@ impl BufPool {
                 alloc_fail: AtomicU64::new(0),
                 warned: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// The pool's memory: (start address, length). Every buffer lies in

@@ -1,17 +1,33 @@
 //! The pool's memory: one anonymous mapping, from 2 MiB hugepages when the
-//! system has them, else from normal pages (with a THP hint).
+//! system has them, else from normal pages (with a THP hint); or memory a
+//! device provides (SPDK's DMA memory), freed by that device's function.
 
 use std::ptr::NonNull;
 
 /// Size of a hugepage and of a pool slab.
 pub const HUGEPAGE: usize = 2 << 20;
 
-/// One mapped region. Unmapped on drop.
-#[derive(Debug)]
+/// Frees memory that a device allocated for the pool.
+pub type FreeFn = Box<dyn FnOnce(NonNull<u8>, usize) + Send + Sync>;
+
+/// One region. Unmapped (or given back to its allocator) on drop.
 pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
     hugepages: bool,
+    /// `None`: our own mapping, unmapped on drop.
+    free: Option<FreeFn>,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("hugepages", &self.hugepages)
+            .field("external", &self.free.is_some())
+            .finish()
+    }
 }
 
 // SAFETY: the region is plain memory owned by this value; the pool hands
@@ -33,6 +49,7 @@ impl Region {
                     ptr,
                     len,
                     hugepages: true,
+                    free: None,
                 });
             }
         }
@@ -46,7 +63,23 @@ impl Region {
             ptr,
             len,
             hugepages: false,
+            free: None,
         })
+    }
+
+    /// A region of memory allocated elsewhere (a device's DMA memory);
+    /// `free` gives it back on drop.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes, aligned to
+    /// 2 MiB, used by nothing else, and stay so until `free` is called.
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, hugepages: bool, free: FreeFn) -> Region {
+        Region {
+            ptr,
+            len,
+            hugepages,
+            free: Some(free),
+        }
     }
 
     fn mmap(len: usize, extra_flags: libc::c_int) -> Option<NonNull<u8>> {
@@ -77,6 +110,10 @@ impl Region {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Always false: a region holds at least one 2 MiB page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     /// True when backed by hugetlb pages.
     pub fn hugepages(&self) -> bool {
         self.hugepages
@@ -85,6 +122,10 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Some(free) = self.free.take() {
+            free(self.ptr, self.len);
+            return;
+        }
         // SAFETY: ptr/len is exactly our mapping, and every buffer handle
         // keeps the pool (and so this region) alive, so nothing uses it now.
         unsafe {

@@ -95,6 +95,9 @@ impl<D: BlockDevice> BlockDevice for FaultyDevice<D> {
         i.name = format!("faulty({})", i.name);
         i
     }
+    fn pool_region(&self, len: usize) -> Option<std::io::Result<crate::bufpool::Region>> {
+        self.inner.pool_region(len)
+    }
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
         let n = self.counters.queues.fetch_add(1, Relaxed);
         Ok(Box::new(FaultyQueue {

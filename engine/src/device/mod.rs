@@ -12,15 +12,19 @@
 //! Offsets and lengths must be multiples of the device's block size.
 //!
 //! Backends: [`mem`] (RAM), [`faulty`] (a decorator that injects errors,
-//! torn writes, bit flips and latency). io_uring and SPDK come with the L2
-//! and SPDK issues.
+//! torn writes, bit flips and latency), [`uring`] (io_uring on a file or
+//! block device) and, with the `spdk` feature, `spdk` (SPDK's NVMe driver).
 
 pub mod conformance;
 pub mod faulty;
 pub mod mem;
+#[cfg(feature = "spdk")]
+pub mod spdk;
+#[cfg(feature = "spdk")]
+pub mod spdk_target;
 pub mod uring;
 
-use crate::bufpool::{Buf, BufMut, BufPool};
+use crate::bufpool::{Buf, BufMut, BufPool, Region};
 
 /// What a device is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -150,6 +154,12 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn info(&self) -> DeviceInfo;
     /// Opens a queue of `depth` requests for the calling reactor.
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError>;
+    /// Memory the buffer pool must come from for this device (SPDK's DMA
+    /// memory), `len` bytes; `None` when any memory will do.
+    fn pool_region(&self, len: usize) -> Option<std::io::Result<Region>> {
+        let _ = len;
+        None
+    }
 }
 
 /// One reactor's queue to a device. Used from one thread only; submission

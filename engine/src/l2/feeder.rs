@@ -23,7 +23,7 @@ use crate::shard::{shard_of, HeaderIdx, L2Loc, L2Pick, PickRules, L2_SECTOR};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a feeder needs from its reactor for one step.
 pub(crate) struct FeedCtx<'a> {
@@ -97,7 +97,15 @@ pub(crate) struct Feeder {
     writes: HashMap<u64, InFlight>,
     next_tag: u64,
     fow: FreeOnWrite,
+    /// Feed writes of the current cycle that succeeded and failed.
+    cycle_ok: u32,
+    cycle_failed: u32,
+    /// Set while every write fails: the wait before the next cycle.
+    backoff: Option<Duration>,
 }
+
+/// The longest wait between feed cycles while every write fails.
+pub(crate) const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Feeder {
     pub(crate) fn new(
@@ -137,6 +145,9 @@ impl Feeder {
             writes: HashMap::new(),
             next_tag: 0,
             fow: FreeOnWrite::default(),
+            cycle_ok: 0,
+            cycle_failed: 0,
+            backoff: None,
         }
     }
 
@@ -239,6 +250,33 @@ impl Feeder {
 
     fn finish_cycle(&mut self, now: Instant) {
         self.phase = Phase::Idle;
+        let (ok, failed) = (self.cycle_ok, self.cycle_failed);
+        (self.cycle_ok, self.cycle_failed) = (0, 0);
+        if failed > 0 && ok == 0 {
+            // Every write of the cycle failed (a device gone, a controller
+            // resetting): back off, doubling up to MAX_WRITE_BACKOFF, rather
+            // than compress blocks for writes that will fail too.
+            let b = self
+                .backoff
+                .map_or(self.cfg.feed_interval, |b| b * 2)
+                .min(MAX_WRITE_BACKOFF);
+            if self.backoff.is_none() {
+                log::warn!(
+                    "L2 device {}: every feed write failed; retrying in {b:?}, backing off up to {MAX_WRITE_BACKOFF:?}",
+                    self.shared.info.name
+                );
+            }
+            self.backoff = Some(b);
+            self.next_feed = Some(now + b);
+            self.wrote = 0;
+            return;
+        }
+        if ok > 0 && self.backoff.take().is_some() {
+            log::info!(
+                "L2 device {}: feed writes succeed again",
+                self.shared.info.name
+            );
+        }
         let again = self.wrote * 2 > self.target;
         self.next_feed = Some(
             self.last_feed.unwrap_or(now)
@@ -276,7 +314,7 @@ impl Feeder {
 
     /// A shard's staging queue is filling up: feed at the next poll.
     pub(crate) fn on_kick(&mut self) {
-        if self.phase == Phase::Idle {
+        if self.phase == Phase::Idle && self.backoff.is_none() {
             self.next_feed = None;
         }
     }
@@ -508,6 +546,11 @@ impl Feeder {
         };
         self.shared.writes_in_flight.fetch_sub(1, Relaxed);
         let ok = c.result.is_ok();
+        if ok {
+            self.cycle_ok += 1;
+        } else {
+            self.cycle_failed += 1;
+        }
         if let IoBuf::Write(buf) = c.buf {
             if ok {
                 ctx.counters.l2_writes_done += 1;

@@ -1,0 +1,214 @@
+//! The SPDK backend, for real: SPDK's `nvmf_tgt` serves a malloc bdev on
+//! 127.0.0.1, and the engine's `spdk` device reaches it through SPDK's NVMe
+//! driver over NVMe/TCP.
+//!
+//! Run with an installed SPDK:
+//! `SPDK_DIR=/opt/spdk cargo test -p polarc --features spdk --test spdk`.
+//! Without the `spdk` feature the tests print why they are skipped.
+
+#[cfg(not(feature = "spdk"))]
+#[test]
+fn spdk_tests() {
+    println!("skipped: SPDK not found (set SPDK_DIR)");
+}
+
+#[cfg(feature = "spdk")]
+mod with_spdk {
+    use polarc::bufpool::BufPool;
+    use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
+    use polarc::device::spdk_target::NvmfTarget;
+    use polarc::device::BlockDevice;
+    use polarc::{Engine, FnStore, L2Config, SimStore};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const BLOCK: usize = 4096;
+
+    /// Target on core 0, initiator on the last core: on 2 cores they
+    /// share the machine, each on its own core.
+    fn initiator_core() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get() - 1)
+    }
+
+    fn env() {
+        init_env(&SpdkEnvOptions {
+            name: "polarc-test".into(),
+            cores: vec![initiator_core()],
+            mem_size_mb: Some(1024),
+            no_huge: true,
+            no_pci: true,
+        })
+        .expect("SPDK environment");
+    }
+
+    fn target(size_mb: u64) -> NvmfTarget {
+        NvmfTarget::start(size_mb, 512, 0).expect("nvmf_tgt")
+    }
+
+    fn connect(t: &NvmfTarget) -> SpdkDevice {
+        env();
+        SpdkDevice::connect(&SpdkTarget::parse(&t.trid()).unwrap()).expect("connect")
+    }
+
+    #[test]
+    fn passes_the_device_conformance_suite() {
+        let t = target(64);
+        let dev = connect(&t);
+        let info = dev.info();
+        assert_eq!(info.capacity, 64 << 20);
+        assert_eq!(info.block_size, 512);
+        let region = dev.pool_region(16 << 20).unwrap().unwrap();
+        let pool = BufPool::from_region(region, 1 << 20);
+        polarc::device::conformance::run(&dev, &pool).unwrap();
+        assert_eq!(pool.stats().outstanding, 0);
+        println!("conformance passed on {}", info.name);
+    }
+
+    #[test]
+    fn a_bad_target_is_a_clear_error() {
+        env();
+        let e = SpdkTarget::parse("traddr:127.0.0.1").unwrap_err();
+        assert!(e.to_string().contains("no trtype"), "{e}");
+        // Nothing listens on this port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tgt = SpdkTarget::parse(&format!(
+            "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:nqn.x"
+        ))
+        .unwrap();
+        let e = SpdkDevice::connect(&tgt).unwrap_err();
+        assert!(e.to_string().contains("could not connect"), "{e}");
+    }
+
+    fn value(key: &[u8]) -> Vec<u8> {
+        SimStore::content(key, BLOCK, 2.0)
+    }
+
+    fn engine(dev: SpdkDevice) -> (Engine, Arc<AtomicU64>) {
+        let reads = Arc::new(AtomicU64::new(0));
+        let r = reads.clone();
+        let store = FnStore::new(2, move |key: &[u8]| {
+            r.fetch_add(1, Ordering::Relaxed);
+            Ok(value(key))
+        })
+        .unwrap();
+        let l2 = L2Config {
+            feed_interval: Duration::from_millis(20),
+            feed_min_interval: Duration::from_millis(5),
+            write_size: 64 << 10,
+            ..L2Config::default()
+        };
+        // The reactors keep off the target's core: a busy-polling target
+        // would otherwise delay every wake-up of a reactor sharing its core.
+        let e = Engine::builder()
+            .reactors(2)
+            .cores(vec![initiator_core(); 2])
+            .arc_capacity(2 << 20)
+            .max_block_size(64 << 10)
+            .backing(store)
+            .l2_device(dev)
+            .l2_config(l2)
+            .build()
+            .unwrap();
+        (e, reads)
+    }
+
+    fn key(i: u64) -> [u8; 8] {
+        polarc::index_key(i)
+    }
+
+    fn settle(e: &Engine) {
+        let t = Instant::now();
+        loop {
+            let s = e.stats();
+            if s.l2.l2_writes_sent == s.l2.l2_writes_done + s.l2.l2_writes_error
+                && t.elapsed() > Duration::from_millis(100)
+            {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "feeds never settled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pass(e: &Engine, n: u64) {
+        for i in 0..n {
+            assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..], "key {i}");
+            if i % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[test]
+    fn engine_serves_l2_hits_from_the_nvme_target() {
+        let t = target(64);
+        let (e, reads) = engine(connect(&t));
+        let n = 3000u64; // 12 MiB of blocks over a 2 MiB ARC
+        for _ in 0..3 {
+            pass(&e, n);
+            settle(&e);
+        }
+        let before = reads.load(Ordering::Relaxed);
+        pass(&e, n);
+        let s = e.stats();
+        let from_backing = reads.load(Ordering::Relaxed) - before;
+        println!(
+            "l2: {:?}\nlast pass: {from_backing} of {n} from the backing store",
+            s.l2
+        );
+        assert!(s.l2.l2_hits > n / 2, "{} L2 hits", s.l2.l2_hits);
+        assert!(from_backing < n / 4, "{from_backing} backing reads");
+        assert_eq!(s.l2.l2_cksum_bad + s.l2.l2_io_error, 0);
+        e.shutdown().unwrap();
+        let s = e.stats();
+        assert_eq!(s.pool.outstanding, 0);
+        assert_eq!(s.l2.l2_free_on_write, s.l2.l2_writes_sent);
+    }
+
+    /// The target dies under load. Every read stays right (from the
+    /// backing store), the device's errors are counted, the feeder backs
+    /// off instead of compressing for writes that fail, and shutdown
+    /// leaks no buffer.
+    #[test]
+    fn a_target_crash_loses_nothing() {
+        let mut t = target(64);
+        let dev = connect(&t);
+        let (e, reads) = engine(dev.clone());
+        let n = 3000u64;
+        pass(&e, n);
+        settle(&e);
+        t.kill();
+        let before = reads.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            pass(&e, n);
+        }
+        let s = e.stats().l2;
+        println!("after the crash: {s:?}");
+        assert!(
+            reads.load(Ordering::Relaxed) > before,
+            "reads went to the backing store"
+        );
+        assert!(
+            s.l2_io_error + s.l2_writes_error > 0,
+            "the dead target caused no error"
+        );
+        assert_eq!(s.l2_cksum_bad, 0);
+        // Backing off: a few cycles fail, not one per feed interval.
+        let writes = s.l2_writes_sent;
+        std::thread::sleep(Duration::from_secs(1));
+        let later = e.stats().l2.l2_writes_sent;
+        assert!(
+            later - writes < 40,
+            "{} feed writes in 1 s to a dead device",
+            later - writes
+        );
+        assert!(dev.failed() || s.l2_writes_error > 0);
+        e.shutdown().unwrap();
+        assert_eq!(e.stats().pool.outstanding, 0);
+    }
+}
