@@ -53,3 +53,19 @@ pub fn counting_store(delay: std::time::Duration) -> (polarc::FnStore, Arc<Atomi
     .unwrap();
     (store, reads)
 }
+
+/// Waits until every L2 feed write sent has completed (and at least 100 ms).
+pub fn settle_l2(e: &polarc::Engine) {
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    loop {
+        let s = e.stats();
+        if s.l2.l2_writes_sent == s.l2.l2_writes_done + s.l2.l2_writes_error
+            && t.elapsed() > Duration::from_millis(100)
+        {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "feeds never settled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

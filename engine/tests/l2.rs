@@ -56,21 +56,6 @@ fn key(i: u64) -> [u8; 8] {
     polarc::index_key(i)
 }
 
-/// Waits until every feed write sent has completed.
-fn settle(e: &Engine) {
-    let t = Instant::now();
-    loop {
-        let s = e.stats();
-        if s.l2.l2_writes_sent == s.l2.l2_writes_done + s.l2.l2_writes_error
-            && t.elapsed() > Duration::from_millis(100)
-        {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "feeds never settled");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn blocks_evicted_from_the_arc_come_back_from_l2() {
     let (e, reads) = engine(MemDevice::new(64 << 20, 512).unwrap(), fast_feed(), 2 << 20);
@@ -83,7 +68,7 @@ fn blocks_evicted_from_the_arc_come_back_from_l2() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        settle(&e);
+        common::settle_l2(&e);
     }
     let before = reads.load(Ordering::Relaxed);
     for i in 0..n {
@@ -132,14 +117,14 @@ fn no_compressed_buffer_leaks_even_when_feed_writes_fail() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        settle(&e);
+        common::settle_l2(&e);
         println!("pass {pass}: {:?}", e.stats().l2);
     }
     // Quiet, with nothing cached: no buffer may be outstanding.
     for i in 0..n {
         e.invalidate(&key(i)).unwrap();
     }
-    settle(&e);
+    common::settle_l2(&e);
     let s = e.stats();
     assert_eq!(s.pool.outstanding, 0, "buffers outstanding while quiet");
     assert!(
@@ -258,7 +243,7 @@ fn the_ring_wraps_many_times_without_a_bad_checksum() {
             }
         }
     }
-    settle(&e);
+    common::settle_l2(&e);
     for i in 0..n {
         assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..]);
     }
@@ -310,4 +295,36 @@ fn a_device_that_refuses_its_queues_fails_the_build() {
         matches!(e, polarc::Error::Device(_)) && e.to_string().contains("no queues on this device"),
         "{e}"
     );
+}
+
+/// A device whose every write fails (gone, or failed): the feeder backs
+/// off instead of scanning and compressing every feed interval, and reads
+/// stay right from the backing store throughout.
+#[test]
+fn the_feeder_backs_off_while_every_write_fails() {
+    let faults = FaultConfig {
+        write_error: 1.0,
+        seed: 3,
+        ..FaultConfig::default()
+    };
+    let dev = FaultyDevice::new(MemDevice::new(8 << 20, 512).unwrap(), faults).unwrap();
+    let (e, _) = engine(dev, fast_feed(), 1 << 20);
+    let n = 2000u64;
+    for i in 0..n {
+        assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = e.stats().l2;
+    assert!(before.l2_writes_error > 0, "{before:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = e.stats().l2;
+    // Without back-off: one cycle per 20 ms feed interval, about 50.
+    assert!(
+        after.l2_feeds - before.l2_feeds <= 5,
+        "{} feed cycles in 1 s while every write fails",
+        after.l2_feeds - before.l2_feeds
+    );
+    assert_eq!(after.l2_writes_done, 0);
+    e.shutdown().unwrap();
+    assert_eq!(e.stats().pool.outstanding, 0);
 }

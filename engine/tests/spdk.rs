@@ -13,7 +13,11 @@ fn spdk_tests() {
 }
 
 #[cfg(feature = "spdk")]
+mod common;
+
+#[cfg(feature = "spdk")]
 mod with_spdk {
+    use super::common;
     use polarc::bufpool::BufPool;
     use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
     use polarc::device::spdk_target::NvmfTarget;
@@ -21,7 +25,7 @@ mod with_spdk {
     use polarc::{Engine, FnStore, L2Config, SimStore};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     const BLOCK: usize = 4096;
 
@@ -121,20 +125,6 @@ mod with_spdk {
         polarc::index_key(i)
     }
 
-    fn settle(e: &Engine) {
-        let t = Instant::now();
-        loop {
-            let s = e.stats();
-            if s.l2.l2_writes_sent == s.l2.l2_writes_done + s.l2.l2_writes_error
-                && t.elapsed() > Duration::from_millis(100)
-            {
-                return;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "feeds never settled");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     fn pass(e: &Engine, n: u64) {
         for i in 0..n {
             assert_eq!(&*e.read(&key(i)).unwrap(), &value(&key(i))[..], "key {i}");
@@ -151,7 +141,7 @@ mod with_spdk {
         let n = 3000u64; // 12 MiB of blocks over a 2 MiB ARC
         for _ in 0..3 {
             pass(&e, n);
-            settle(&e);
+            common::settle_l2(&e);
         }
         let before = reads.load(Ordering::Relaxed);
         pass(&e, n);
@@ -181,7 +171,7 @@ mod with_spdk {
         let (e, reads) = engine(dev.clone());
         let n = 3000u64;
         pass(&e, n);
-        settle(&e);
+        common::settle_l2(&e);
         t.kill();
         let before = reads.load(Ordering::Relaxed);
         for _ in 0..3 {
@@ -198,14 +188,14 @@ mod with_spdk {
             "the dead target caused no error"
         );
         assert_eq!(s.l2_cksum_bad, 0);
-        // Backing off: a few cycles fail, not one per feed interval.
-        let writes = s.l2_writes_sent;
+        // Backing off: in 1 s, a few feed cycles, not one per 20 ms interval.
+        let feeds = s.l2_feeds;
         std::thread::sleep(Duration::from_secs(1));
-        let later = e.stats().l2.l2_writes_sent;
+        let later = e.stats().l2.l2_feeds;
         assert!(
-            later - writes < 40,
-            "{} feed writes in 1 s to a dead device",
-            later - writes
+            later - feeds <= 5,
+            "{} feed cycles in 1 s to a dead device",
+            later - feeds
         );
         assert!(dev.failed() || s.l2_writes_error > 0);
         e.shutdown().unwrap();

@@ -465,24 +465,13 @@ fn spdk_perf_compare(
     let trid = trids
         .first()
         .ok_or("--spdk-perf-compare needs an --l2 spdk: device")?;
-    let depth = if a.in_reactor {
-        s.reactors.len() * a.queue_depth
-    } else {
-        a.clients * a.queue_depth
-    };
+    let depth = total_depth(a, s);
     let core = o.cores[0];
     let iops = polarc_perf::spdk::nvme_perf(trid, depth, core)?;
-    let l2_ops = r.ops_per_sec * r.hit_ratio.l2;
-    println!(
-        "spdk_nvme_perf 4K randread, QD {depth}, core {core}: {iops:.0} IOPS; polarc L2 hits {l2_ops:.0}/s (all ops {:.0}/s): ratio {:.2}",
-        r.ops_per_sec,
-        l2_ops / iops.max(1.0)
-    );
-    Ok(serde_json::json!({
-        "spdk_nvme_perf_iops": iops, "depth": depth, "core": core,
-        "polarc_l2_hits_per_sec": l2_ops, "polarc_ops_per_sec": r.ops_per_sec,
-        "ratio": l2_ops / iops.max(1.0),
-    }))
+    let what = format!("spdk_nvme_perf 4K randread, QD {depth}, core {core}");
+    let mut v = compare_l2_hits(&what, "spdk_nvme_perf_iops", iops, depth, r);
+    v["core"] = core.into();
+    Ok(v)
 }
 
 #[cfg(not(feature = "spdk"))]
@@ -661,11 +650,7 @@ fn fio_compare(
         Some(("uring", p)) => p.to_string(),
         _ => return Err("--fio-compare needs an --l2 file: or uring: device".into()),
     };
-    let depth = if a.in_reactor {
-        s.reactors.len() * a.queue_depth
-    } else {
-        a.clients * a.queue_depth
-    };
+    let depth = total_depth(a, s);
     let size = s.l2.l2_write_bytes.max(64 << 20).next_multiple_of(1 << 20);
     let out = std::process::Command::new("fio")
         .args([
@@ -694,16 +679,40 @@ fn fio_compare(
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("--fio-compare: fio's JSON: {e}"))?;
     let iops = v["jobs"][0]["read"]["iops"].as_f64().unwrap_or(0.0);
+    let what = format!("fio io_uring 4K randread, O_DIRECT, QD {depth} on {path}");
+    Ok(compare_l2_hits(&what, "fio_iops", iops, depth, r))
+}
+
+/// Requests in flight over the whole run: jobs × depth, or clients × depth.
+fn total_depth(a: &Args, s: &polarc::Stats) -> usize {
+    if a.in_reactor {
+        s.reactors.len() * a.queue_depth
+    } else {
+        a.clients * a.queue_depth
+    }
+}
+
+/// Prints and returns polarc's L2 hits per second against a raw device
+/// benchmark's IOPS (`what` names it; `key` is its JSON field).
+fn compare_l2_hits(
+    what: &str,
+    key: &str,
+    iops: f64,
+    depth: usize,
+    r: &workload::Report,
+) -> serde_json::Value {
     let l2_ops = r.ops_per_sec * r.hit_ratio.l2;
+    let ratio = l2_ops / iops.max(1.0);
     println!(
-        "fio io_uring 4K randread, O_DIRECT, QD {depth} on {path}: {iops:.0} IOPS; polarc L2 hits {l2_ops:.0}/s (all ops {:.0}/s): ratio {:.2}",
-        r.ops_per_sec,
-        l2_ops / iops.max(1.0)
+        "{what}: {iops:.0} IOPS; polarc L2 hits {l2_ops:.0}/s (all ops {:.0}/s): ratio {ratio:.2}",
+        r.ops_per_sec
     );
-    Ok(serde_json::json!({
-        "fio_iops": iops, "depth": depth, "polarc_l2_hits_per_sec": l2_ops,
-        "polarc_ops_per_sec": r.ops_per_sec, "ratio": l2_ops / iops.max(1.0),
-    }))
+    let mut v = serde_json::json!({
+        "depth": depth, "polarc_l2_hits_per_sec": l2_ops,
+        "polarc_ops_per_sec": r.ops_per_sec, "ratio": ratio,
+    });
+    v[key] = iops.into();
+    v
 }
 
 /// Raw LZ4 block compression speed, one thread, on values like the
