@@ -56,6 +56,11 @@ struct Queue {
     heap: BinaryHeap<Pending>,
     seq: u64,
     closed: bool,
+    /// While the timer thread waits: `Some(deadline)` for a timed wait,
+    /// `Some(None)` for a wait with nothing pending. A read needs to wake
+    /// it only when its own deadline comes first: a futex wake-up per read
+    /// cost the submitting reactor 5.6% of its time in a profile.
+    waiting: Option<Option<Instant>>,
 }
 
 /// The simulated store. Its blocks are `block_size` bytes, compressible
@@ -117,14 +122,20 @@ impl SimStore {
                             g = m.lock().unwrap_or_else(|e| e.into_inner());
                         }
                         Some(p) => {
-                            let wait = p.at - now;
+                            let (at, wait) = (p.at, p.at - now);
+                            g.waiting = Some(Some(at));
                             g = cv
                                 .wait_timeout(g, wait)
                                 .unwrap_or_else(|e| e.into_inner())
                                 .0;
+                            g.waiting = None;
                         }
                         None if g.closed => return,
-                        None => g = cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                        None => {
+                            g.waiting = Some(None);
+                            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                            g.waiting = None;
+                        }
                     }
                 }
             })?;
@@ -182,8 +193,15 @@ impl BackingStore for SimStore {
             key: key.into(),
             done,
         });
+        let wake = match g.waiting {
+            Some(Some(deadline)) => at < deadline,
+            Some(None) => true,
+            None => false, // awake: it looks at the heap before waiting
+        };
         drop(g);
-        cv.notify_one();
+        if wake {
+            cv.notify_one();
+        }
     }
     fn describe(&self) -> String {
         let lat = match self.latency {
