@@ -15,13 +15,15 @@ use crate::reactor::{Mailbox, Poller};
 use crate::shard::{Flags, HeaderIdx, L2Loc, L2Pick, PickRules, Shard};
 use crate::stats::ReactorStats;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Requests and replies between reactors travel in batches of up to this
 /// many. Measured on the ARC-hit benchmark: one message per request
 /// bounces the ring's index and slot cache lines between cores on every
 /// request; batching amortises that (docs/BENCHMARKS.md).
 const PEER_BATCH: usize = 16;
+/// The longest a feeding reactor goes without a device housekeeping tick.
+const DEVICE_TICK: Duration = Duration::from_secs(1);
 
 /// What every request answers: the block for reads and gets, `None` for
 /// the others.
@@ -260,9 +262,15 @@ impl Core {
     /// The earliest time a feeder wants to run, so that a parked reactor
     /// wakes for it.
     pub(crate) fn next_wakeup(&self) -> Option<Instant> {
-        self.l2
-            .as_ref()
-            .and_then(|l2| l2.feeders.iter().filter_map(Feeder::next_feed).min())
+        let l2 = self.l2.as_ref()?;
+        if l2.feeders.is_empty() {
+            return None;
+        }
+        // Devices get their housekeeping tick at least this often, however
+        // long the feed interval (an NVMe-oF keep-alive is 10 s).
+        let tick = Instant::now() + DEVICE_TICK;
+        let feed = l2.feeders.iter().filter_map(Feeder::next_feed).min();
+        Some(feed.map_or(tick, |f| f.min(tick)))
     }
 
     /// Runs `f` on the feeder of device `dev`, if this reactor runs it.
@@ -342,6 +350,9 @@ impl Core {
         let l2 = self.l2.as_deref_mut().expect("L2 configured");
         l2.done = done;
         if let Some(now) = now {
+            for d in l2.devs.iter_mut() {
+                d.queue.tick(now);
+            }
             for i in 0..l2.feeders.len() {
                 let dev = self.l2.as_ref().expect("L2 configured").feeders[i].dev;
                 self.with_feeder(dev, |f, ctx| busy |= f.poll(now, ctx));

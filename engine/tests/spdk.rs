@@ -160,6 +160,41 @@ mod with_spdk {
         assert_eq!(s.l2.l2_free_on_write, s.l2.l2_writes_sent);
     }
 
+    const KEEP_ALIVE_MS: u32 = 10_000;
+    const IDLE_MS: u64 = 25_000;
+
+    /// An idle engine keeps its NVMe-oF association: the admin queue (and
+    /// so the keep-alive, SPDK's default 10 s) is polled even with no I/O,
+    /// so L2 hits still come after 25 s of silence. (Before the device tick,
+    /// the target dropped the controller and every L2 read failed.)
+    #[test]
+    fn an_idle_engine_keeps_its_controller() {
+        let t = target(64);
+        env();
+        let mut tgt = SpdkTarget::parse(&t.trid()).unwrap();
+        tgt.keep_alive_ms = Some(KEEP_ALIVE_MS);
+        let dev = SpdkDevice::connect(&tgt).expect("connect");
+        let (e, reads) = engine(dev.clone());
+        let n = 3000u64;
+        for _ in 0..2 {
+            pass(&e, n);
+            common::settle_l2(&e);
+        }
+        std::thread::sleep(Duration::from_millis(IDLE_MS));
+        let before = (e.stats().l2, reads.load(Ordering::Relaxed));
+        pass(&e, n);
+        let s = e.stats().l2;
+        println!("after {IDLE_MS} ms idle: {s:?}");
+        assert!(!dev.failed(), "the controller failed while idle");
+        assert_eq!(s.l2_io_error, 0);
+        assert!(
+            s.l2_hits - before.0.l2_hits > n / 2,
+            "{} L2 hits",
+            s.l2_hits - before.0.l2_hits
+        );
+        e.shutdown().unwrap();
+    }
+
     /// The target dies under load. Every read stays right (from the
     /// backing store), the device's errors are counted, the feeder backs
     /// off instead of compressing for writes that fail, and shutdown

@@ -173,6 +173,12 @@ pub trait DeviceQueue {
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize;
     /// Requests submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
+    /// Housekeeping, whether or not I/O is in flight: the reactor that
+    /// feeds the device calls it at least every second (SPDK: the admin
+    /// queue and its NVMe-oF keep-alive). Default: nothing.
+    fn tick(&mut self, now: std::time::Instant) {
+        let _ = now;
+    }
     /// Registers the buffer pool's memory with the device, if the backend
     /// can use that (io_uring fixed buffers). Returns whether it did;
     /// buffers outside the pool still work, unregistered.

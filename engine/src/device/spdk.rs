@@ -12,11 +12,13 @@
 //! * The buffer pool comes from SPDK's DMA memory
 //!   ([`BlockDevice::pool_region`]), so the driver reads into and writes
 //!   from pool buffers directly.
-//! * Whichever queue polls first after [`ADMIN_POLL`] also polls the admin
-//!   queue (keep-alive, asynchronous events). A failed controller or a
-//!   dropped qpair makes every request complete with [`DeviceError::Io`]:
-//!   the engine drops those L2 copies and reads from the backing store. A
-//!   failed controller is not reset (restart the process to reattach).
+//! * The reactor that feeds the device polls the admin queue (keep-alive,
+//!   asynchronous events) from its housekeeping tick, at most every
+//!   [`ADMIN_POLL`] and at least every second, idle or not.
+//! * A failed controller or a dropped qpair makes every request complete
+//!   with [`DeviceError::Io`]: the engine drops those L2 copies and reads
+//!   from the backing store. A failed controller is not reset (restart the
+//!   process to reattach).
 //! * Dropping the device (after its queues) detaches the controller.
 
 use super::{
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How often the admin queue is polled (keep-alive, events, resets).
+/// The most often the admin queue is polled (keep-alive, events).
 pub const ADMIN_POLL: Duration = Duration::from_millis(10);
 
 /// How SPDK's environment is started. One per process.
@@ -174,6 +176,8 @@ pub struct SpdkTarget {
     pub trid: String,
     /// The namespace; `None` takes the first active one.
     pub nsid: Option<u32>,
+    /// NVMe-oF keep-alive timeout; `None`: SPDK's default (10 s).
+    pub keep_alive_ms: Option<u32>,
 }
 
 impl SpdkTarget {
@@ -190,6 +194,7 @@ impl SpdkTarget {
             return Ok(SpdkTarget {
                 trid: format!("trtype:PCIe traddr:{s}"),
                 nsid: None,
+                keep_alive_ms: None,
             });
         }
         let mut nsid = None;
@@ -222,6 +227,7 @@ impl SpdkTarget {
         Ok(SpdkTarget {
             trid: rest.join(" "),
             nsid,
+            keep_alive_ms: None,
         })
     }
 }
@@ -402,6 +408,9 @@ impl SpdkDevice {
         let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
         // SAFETY: `opts` is valid for `size` bytes.
         unsafe { sys::spdk_nvme_ctrlr_get_default_ctrlr_opts(&mut opts, size) };
+        if let Some(ms) = target.keep_alive_ms {
+            opts.keep_alive_timeout_ms = ms;
+        }
         // SAFETY: `trid` and `opts` are valid; connect blocks until the
         // controller is attached or fails, and copies both.
         let ctrlr = unsafe { sys::spdk_nvme_connect(&trid, &opts, size) };
@@ -519,7 +528,6 @@ impl BlockDevice for SpdkDevice {
             in_flight: 0,
             done: Box::default(),
             broken: false,
-            polls: 0,
         }))
     }
 
@@ -625,7 +633,6 @@ struct SpdkQueue {
     done: Box<Vec<Completion>>,
     /// The qpair's connection dropped: requests fail at once.
     broken: bool,
-    polls: u64,
 }
 
 impl std::fmt::Debug for SpdkQueue {
@@ -715,12 +722,6 @@ impl DeviceQueue for SpdkQueue {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
-        self.polls = self.polls.wrapping_add(1);
-        // The clock is read only every 128 polls: admin polling is rare,
-        // the I/O path is not.
-        if self.polls % 128 == 0 {
-            self.c.maybe_poll_admin(Instant::now());
-        }
         if self.in_flight > self.done.len() {
             // SAFETY: our qpair, polled by this thread only; callbacks
             // push into `self.done`.
@@ -743,6 +744,10 @@ impl DeviceQueue for SpdkQueue {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.c.maybe_poll_admin(now);
     }
 
     fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
