@@ -173,9 +173,9 @@ pub trait DeviceQueue {
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize;
     /// Requests submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
-    /// Housekeeping, whether or not I/O is in flight: the reactor that
-    /// feeds the device calls it at least every second (SPDK: the admin
-    /// queue and its NVMe-oF keep-alive). Default: nothing.
+    /// Housekeeping, whether or not I/O is in flight: every reactor calls
+    /// it at least every second (SPDK: the admin queue and its NVMe-oF
+    /// keep-alive, and reattaching a failed controller). Default: nothing.
     fn tick(&mut self, now: std::time::Instant) {
         let _ = now;
     }

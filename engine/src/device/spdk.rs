@@ -17,8 +17,10 @@
 //!   [`ADMIN_POLL`] and at least every second, idle or not.
 //! * A failed controller or a dropped qpair makes every request complete
 //!   with [`DeviceError::Io`]: the engine drops those L2 copies and reads
-//!   from the backing store. A failed controller is not reset (restart the
-//!   process to reattach).
+//!   from the backing store. Meanwhile the queues free their qpairs, the
+//!   controller is detached and connected again every [`RECONNECT_EVERY`]
+//!   (without blocking a reactor); once it answers with the same
+//!   namespace, the queues open new qpairs and L2 I/O resumes.
 //! * Dropping the device (after its queues) detaches the controller.
 
 use super::{
@@ -28,12 +30,15 @@ use super::{
 use crate::bufpool::{BufPool, Region};
 use spdk_sys as sys;
 use std::ffi::{c_void, CStr, CString};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The most often the admin queue is polled (keep-alive, events).
 pub const ADMIN_POLL: Duration = Duration::from_millis(10);
+/// How often a failed controller is connected again, and a dropped qpair
+/// opened again.
+pub const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 /// How SPDK's environment is started. One per process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -282,77 +287,139 @@ fn trid_string(trid: &sys::spdk_nvme_transport_id) -> String {
     }
 }
 
-/// One attached controller and the namespace used.
+/// One controller and the namespace used. While it works, `ctrlr` and `ns`
+/// point at the attached controller. When it fails, every queue frees its
+/// qpair, the controller is detached, and it is connected again (every
+/// [`RECONNECT_EVERY`], without blocking) until the target answers; then
+/// `generation` moves on and the queues open new qpairs.
 #[derive(Debug)]
 struct Ctrlr {
-    ctrlr: *mut sys::spdk_nvme_ctrlr,
-    ns: *mut sys::spdk_nvme_ns,
+    ctrlr: AtomicPtr<sys::spdk_nvme_ctrlr>,
+    ns: AtomicPtr<sys::spdk_nvme_ns>,
+    /// Where to connect again, and how.
+    trid: sys::spdk_nvme_transport_id,
+    opts: sys::spdk_nvme_ctrlr_opts,
+    nsid: u32,
     info: DeviceInfo,
     is_pcie: bool,
-    /// Serialises admin polling.
-    admin: Mutex<()>,
+    /// Serialises admin polling and reattaching.
+    admin: Mutex<Reattach>,
     /// Milliseconds since `start` of the last admin poll.
     last_admin_ms: AtomicU64,
-    /// Set once the controller has failed.
+    /// Set while the controller is failed or being reattached.
     failed: AtomicBool,
+    /// Bumped by every reattach.
+    generation: AtomicU64,
+    /// Qpairs allocated on the current controller.
+    live_qpairs: AtomicUsize,
     start: Instant,
 }
 
+/// A reattach in progress.
+#[derive(Debug)]
+struct Reattach {
+    detach: *mut sys::spdk_nvme_detach_ctx,
+    probe: *mut sys::spdk_nvme_probe_ctx,
+    last_attempt: Option<Instant>,
+    reattaches: u64,
+}
+
 // SAFETY: the controller and namespace handles are used from several
-// reactors, which SPDK allows for the calls made here: qpair allocation,
-// admin completion processing and reset are serialised by the
-// controller's own lock (and by `admin` for ours), and namespace queries
-// are read-only. Each qpair is used by one thread only.
+// reactors, which SPDK allows for the calls made here: qpair allocation
+// and admin completion processing take the controller's own lock, ours
+// (`admin`) serialises detach and connect, and namespace queries are
+// read-only. Each qpair is used by one thread only. The raw pointers in
+// `Reattach` are only touched under `admin`.
 unsafe impl Send for Ctrlr {}
 // SAFETY: as above.
 unsafe impl Sync for Ctrlr {}
+
+/// Controllers attached by `spdk_nvme_connect_async`, whose callback has
+/// no context argument: (transport ID string, controller address).
+static ATTACHED: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn on_attach(
+    _ctx: *mut c_void,
+    trid: *const sys::spdk_nvme_transport_id,
+    ctrlr: *mut sys::spdk_nvme_ctrlr,
+    _opts: *const sys::spdk_nvme_ctrlr_opts,
+) {
+    // SAFETY: `trid` is valid during the callback.
+    let key = trid_string(unsafe { &*trid });
+    if let Ok(mut v) = ATTACHED.lock() {
+        v.push((key, ctrlr as usize));
+    }
+}
+
+/// The namespace `nsid` (or the first active one) of `ctrlr`, with its
+/// block size and capacity.
+fn namespace(
+    ctrlr: *mut sys::spdk_nvme_ctrlr,
+    nsid: Option<u32>,
+) -> Option<(*mut sys::spdk_nvme_ns, u32, u32, u64)> {
+    // SAFETY: `ctrlr` is an attached controller.
+    let nsid = nsid.unwrap_or_else(|| unsafe { sys::spdk_nvme_ctrlr_get_first_active_ns(ctrlr) });
+    // SAFETY: as above; a missing namespace returns NULL.
+    let ns = unsafe { sys::spdk_nvme_ctrlr_get_ns(ctrlr, nsid) };
+    // SAFETY: `ns` is checked non-NULL before the query.
+    if nsid == 0 || ns.is_null() || !unsafe { sys::spdk_nvme_ns_is_active(ns) } {
+        return None;
+    }
+    // SAFETY: `ns` is an active namespace of `ctrlr`.
+    let (bs, cap) = unsafe {
+        (
+            sys::spdk_nvme_ns_get_sector_size(ns),
+            sys::spdk_nvme_ns_get_size(ns),
+        )
+    };
+    Some((ns, nsid, bs, cap))
+}
 
 impl Ctrlr {
     fn attach(
         ctrlr: *mut sys::spdk_nvme_ctrlr,
         nsid: Option<u32>,
+        opts: sys::spdk_nvme_ctrlr_opts,
         label: String,
     ) -> Result<Ctrlr, DeviceError> {
-        // SAFETY: `ctrlr` is an attached controller.
-        let nsid =
-            nsid.unwrap_or_else(|| unsafe { sys::spdk_nvme_ctrlr_get_first_active_ns(ctrlr) });
-        // SAFETY: as above; a missing namespace returns NULL.
-        let ns = unsafe { sys::spdk_nvme_ctrlr_get_ns(ctrlr, nsid) };
-        // SAFETY: `ns` is checked non-NULL before the query.
-        if nsid == 0 || ns.is_null() || !unsafe { sys::spdk_nvme_ns_is_active(ns) } {
+        let Some((ns, nsid, block_size, capacity)) = namespace(ctrlr, nsid) else {
             // SAFETY: nothing else holds the controller yet.
             unsafe { sys::spdk_nvme_detach(ctrlr) };
             return Err(DeviceError::Unsupported(format!(
-                "{label}: no active namespace {nsid}"
+                "{label}: no active namespace {}",
+                nsid.map_or("(none)".to_string(), |n| n.to_string())
             )));
-        }
-        // SAFETY: `ns` is an active namespace of `ctrlr`.
-        let (block_size, capacity) = unsafe {
-            (
-                sys::spdk_nvme_ns_get_sector_size(ns),
-                sys::spdk_nvme_ns_get_size(ns),
-            )
         };
         // SAFETY: `ctrlr` is attached; the transport ID lives as long as it.
         let trid = unsafe { *sys::spdk_nvme_ctrlr_get_transport_id(ctrlr) };
         Ok(Ctrlr {
-            ctrlr,
-            ns,
+            ctrlr: AtomicPtr::new(ctrlr),
+            ns: AtomicPtr::new(ns),
+            trid,
+            opts,
+            nsid,
             info: DeviceInfo {
                 name: format!("spdk:{}/ns{nsid}", trid_string(&trid)),
                 block_size,
                 capacity,
             },
             is_pcie: trid.trtype == sys::SPDK_NVME_TRANSPORT_PCIE,
-            admin: Mutex::new(()),
+            admin: Mutex::new(Reattach {
+                detach: std::ptr::null_mut(),
+                probe: std::ptr::null_mut(),
+                last_attempt: None,
+                reattaches: 0,
+            }),
             last_admin_ms: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            live_qpairs: AtomicUsize::new(0),
             start: Instant::now(),
         })
     }
 
-    /// Polls the admin queue (keep-alive, events) if no queue did for
-    /// [`ADMIN_POLL`], and notes a failed controller.
+    /// Polls the admin queue (keep-alive, events) at most every
+    /// [`ADMIN_POLL`]; notes a failed controller and drives its reattach.
     fn maybe_poll_admin(&self, now: Instant) {
         let ms = now.duration_since(self.start).as_millis() as u64;
         let last = self.last_admin_ms.load(Relaxed);
@@ -364,28 +431,123 @@ impl Ctrlr {
         {
             return;
         }
-        let Ok(_admin) = self.admin.try_lock() else {
+        let Ok(mut st) = self.admin.try_lock() else {
             return;
         };
-        // SAFETY: the controller is attached; the call takes its lock.
-        let rc = unsafe { sys::spdk_nvme_ctrlr_process_admin_completions(self.ctrlr) };
-        // SAFETY: as above.
-        if (rc < 0 || unsafe { sys::spdk_nvme_ctrlr_is_failed(self.ctrlr) })
-            && !self.failed.swap(true, AcqRel)
-        {
-            log::error!(
-                "{}: controller failed ({rc}); its I/O fails from now on and reads go to the backing store",
-                self.info.name
-            );
+        let ctrlr = self.ctrlr.load(Acquire);
+        if !self.failed.load(Acquire) {
+            // SAFETY: the controller is attached (not failed); the call
+            // takes its lock.
+            let rc = unsafe { sys::spdk_nvme_ctrlr_process_admin_completions(ctrlr) };
+            // SAFETY: as above.
+            if rc < 0 || unsafe { sys::spdk_nvme_ctrlr_is_failed(ctrlr) } {
+                self.failed.store(true, Release);
+                log::error!(
+                    "{}: controller failed ({rc}); L2 reads go to the backing store until it is reattached",
+                    self.info.name
+                );
+            }
+            return;
         }
+        self.reattach_step(&mut st, ctrlr, now);
+    }
+
+    /// One step of a reattach: wait for the queues to free their qpairs,
+    /// detach, connect again, check the namespace. Never blocks.
+    fn reattach_step(&self, st: &mut Reattach, ctrlr: *mut sys::spdk_nvme_ctrlr, now: Instant) {
+        if !st.detach.is_null() {
+            // SAFETY: a detach context of ours, polled until it completes.
+            if unsafe { sys::spdk_nvme_detach_poll_async(st.detach) } == -libc::EAGAIN {
+                return;
+            }
+            st.detach = std::ptr::null_mut();
+            return;
+        }
+        if !ctrlr.is_null() {
+            if self.live_qpairs.load(Acquire) > 0 {
+                return; // the queues free theirs on their next poll or tick
+            }
+            self.ctrlr.store(std::ptr::null_mut(), Release);
+            self.ns.store(std::ptr::null_mut(), Release);
+            // SAFETY: no qpair is left on the controller and no queue uses
+            // it any more (they read `ctrlr` under `admin` only).
+            let rc = unsafe { sys::spdk_nvme_detach_async(ctrlr, &mut st.detach) };
+            if rc != 0 {
+                st.detach = std::ptr::null_mut();
+            }
+            return;
+        }
+        if !st.probe.is_null() {
+            // SAFETY: a probe context of ours; SPDK frees it when the poll
+            // returns anything but -EAGAIN.
+            let rc = unsafe { sys::spdk_nvme_probe_poll_async(st.probe) };
+            if rc == -libc::EAGAIN {
+                return;
+            }
+            st.probe = std::ptr::null_mut();
+            let key = trid_string(&self.trid);
+            let found = ATTACHED.lock().ok().and_then(|mut v| {
+                let i = v.iter().position(|(k, _)| *k == key)?;
+                Some(v.swap_remove(i).1 as *mut sys::spdk_nvme_ctrlr)
+            });
+            let Some(new) = found else {
+                return; // not reachable yet: try again later
+            };
+            match namespace(new, Some(self.nsid)) {
+                Some((ns, _, bs, cap))
+                    if bs == self.info.block_size && cap == self.info.capacity =>
+                {
+                    self.ns.store(ns, Release);
+                    self.ctrlr.store(new, Release);
+                    st.reattaches += 1;
+                    self.generation.fetch_add(1, AcqRel);
+                    self.failed.store(false, Release);
+                    log::warn!("{}: controller reattached; L2 I/O resumes", self.info.name);
+                }
+                _ => {
+                    log::error!(
+                        "{}: reattached controller has no namespace {} of the same size; detaching it",
+                        self.info.name,
+                        self.nsid
+                    );
+                    // SAFETY: attached just now and not shared.
+                    unsafe { sys::spdk_nvme_detach(new) };
+                }
+            }
+            return;
+        }
+        if st
+            .last_attempt
+            .is_some_and(|t| now.duration_since(t) < RECONNECT_EVERY)
+        {
+            return;
+        }
+        st.last_attempt = Some(now);
+        // SAFETY: `trid` and `opts` are valid; the call copies both and
+        // returns a context that `probe_poll_async` drives.
+        st.probe = unsafe { sys::spdk_nvme_connect_async(&self.trid, &self.opts, Some(on_attach)) };
     }
 }
 
 impl Drop for Ctrlr {
     fn drop(&mut self) {
+        let st = self.admin.get_mut().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: contexts of ours; finished synchronously here.
+        unsafe {
+            while !st.probe.is_null() && sys::spdk_nvme_probe_poll_async(st.probe) == -libc::EAGAIN
+            {
+            }
+            if !st.detach.is_null() {
+                sys::spdk_nvme_detach_poll(st.detach);
+            }
+        }
+        let ctrlr = *self.ctrlr.get_mut();
+        if ctrlr.is_null() {
+            return;
+        }
         // SAFETY: every queue holds an Arc to this controller, so all
         // qpairs are freed by now; the handle is not used again.
-        let rc = unsafe { sys::spdk_nvme_detach(self.ctrlr) };
+        let rc = unsafe { sys::spdk_nvme_detach(ctrlr) };
         if rc != 0 {
             log::warn!("{}: detach returned {rc}", self.info.name);
         }
@@ -421,7 +583,12 @@ impl SpdkDevice {
             )));
         }
         Ok(SpdkDevice {
-            c: Arc::new(Ctrlr::attach(ctrlr, target.nsid, target.trid.clone())?),
+            c: Arc::new(Ctrlr::attach(
+                ctrlr,
+                target.nsid,
+                opts,
+                target.trid.clone(),
+            )?),
         })
     }
 
@@ -481,23 +648,33 @@ impl SpdkDevice {
                 "SPDK PCIe probe failed ({rc}); run env/setup.sh config"
             )));
         }
+        let mut opts = sys::spdk_nvme_ctrlr_opts::default();
+        let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
+        // SAFETY: `opts` is valid for `size` bytes.
+        unsafe { sys::spdk_nvme_ctrlr_get_default_ctrlr_opts(&mut opts, size) };
         p.found
             .into_iter()
             .map(|c| {
                 Ok(SpdkDevice {
-                    c: Arc::new(Ctrlr::attach(c, None, "PCIe controller".into())?),
+                    c: Arc::new(Ctrlr::attach(c, None, opts, "PCIe controller".into())?),
                 })
             })
             .collect()
     }
 
-    /// True once the controller has failed (its I/O then fails at once).
+    /// True while the controller is failed (its I/O then fails at once),
+    /// until it is reattached.
     pub fn failed(&self) -> bool {
         self.c.failed.load(Acquire)
     }
 
-    /// Polls the admin queue now (keep-alive, events). Queues do this on
-    /// their own while they are polled.
+    /// Times the controller was reattached after a failure.
+    pub fn reattaches(&self) -> u64 {
+        self.c.admin.lock().map(|s| s.reattaches).unwrap_or(0)
+    }
+
+    /// Polls the admin queue now (keep-alive, events, reattach). The
+    /// reactors do this from their housekeeping tick.
     pub fn poll_admin(&self) {
         self.c.maybe_poll_admin(Instant::now());
     }
@@ -520,15 +697,19 @@ impl BlockDevice for SpdkDevice {
 
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
         check_depth(depth)?;
-        let qpair = alloc_qpair(&self.c, depth)?;
-        Ok(Box::new(SpdkQueue {
+        let mut q = SpdkQueue {
             c: self.c.clone(),
-            qpair,
+            qpair: std::ptr::null_mut(),
+            ns: std::ptr::null_mut(),
+            generation: 0,
             depth,
             in_flight: 0,
             done: Box::default(),
             broken: false,
-        }))
+            last_open: None,
+        };
+        q.open_qpair()?;
+        Ok(Box::new(q))
     }
 
     fn pool_region(&self, len: usize) -> Option<std::io::Result<Region>> {
@@ -569,16 +750,20 @@ pub fn dma_region(len: usize) -> std::io::Result<Region> {
 
 static ENV_NO_HUGE: AtomicBool = AtomicBool::new(false);
 
-fn alloc_qpair(c: &Ctrlr, depth: usize) -> Result<*mut sys::spdk_nvme_qpair, DeviceError> {
+fn alloc_qpair(
+    c: &Ctrlr,
+    ctrlr: *mut sys::spdk_nvme_ctrlr,
+    depth: usize,
+) -> Result<*mut sys::spdk_nvme_qpair, DeviceError> {
     let mut o = sys::spdk_nvme_io_qpair_opts::default();
     let size = std::mem::size_of::<sys::spdk_nvme_io_qpair_opts>();
     // SAFETY: `o` is valid for `size` bytes; the controller is attached.
-    unsafe { sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(c.ctrlr, &mut o, size) };
+    unsafe { sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(ctrlr, &mut o, size) };
     // Enough request objects that `depth` requests never meet -ENOMEM;
     // the driver queues what the hardware queue cannot hold.
     o.io_queue_requests = o.io_queue_requests.max(2 * depth as u32);
     // SAFETY: as above; the controller serialises qpair allocation.
-    let q = unsafe { sys::spdk_nvme_ctrlr_alloc_io_qpair(c.ctrlr, &o, size) };
+    let q = unsafe { sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr, &o, size) };
     if q.is_null() {
         return Err(DeviceError::Unsupported(format!(
             "{}: no I/O qpair available",
@@ -624,14 +809,21 @@ unsafe extern "C" fn on_complete(arg: *mut c_void, cpl: *const sys::spdk_nvme_cp
 /// One reactor's qpair.
 struct SpdkQueue {
     c: Arc<Ctrlr>,
+    /// NULL while the controller is failed (or the qpair could not be
+    /// opened again yet).
     qpair: *mut sys::spdk_nvme_qpair,
+    /// The namespace, on the controller the qpair belongs to.
+    ns: *mut sys::spdk_nvme_ns,
+    /// The controller generation the qpair belongs to.
+    generation: u64,
+    last_open: Option<Instant>,
     depth: usize,
     in_flight: usize,
     /// Completions gathered by callbacks. Boxed on purpose: requests in
     /// flight point at it, so it must not move with the queue.
     #[allow(clippy::box_collection)]
     done: Box<Vec<Completion>>,
-    /// The qpair's connection dropped: requests fail at once.
+    /// The qpair's connection dropped: it is freed and opened again.
     broken: bool,
 }
 
@@ -653,6 +845,59 @@ impl SpdkQueue {
             offset,
         }
     }
+
+    /// Opens a qpair on the current controller.
+    fn open_qpair(&mut self) -> Result<(), DeviceError> {
+        // Under `admin`, so the controller cannot be detached meanwhile.
+        let _st = self.c.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let ctrlr = self.c.ctrlr.load(Acquire);
+        if ctrlr.is_null() || self.c.failed.load(Acquire) {
+            return Err(self.io_error(0));
+        }
+        self.qpair = alloc_qpair(&self.c, ctrlr, self.depth)?;
+        self.ns = self.c.ns.load(Acquire);
+        self.generation = self.c.generation.load(Acquire);
+        self.broken = false;
+        self.c.live_qpairs.fetch_add(1, AcqRel);
+        Ok(())
+    }
+
+    /// Frees the qpair. SPDK aborts what it still holds, and the callbacks
+    /// complete those requests (with an error) into `done`.
+    fn free_qpair(&mut self) {
+        if self.qpair.is_null() {
+            return;
+        }
+        // SAFETY: our qpair, used by this thread only; not used after.
+        unsafe { sys::spdk_nvme_ctrlr_free_io_qpair(self.qpair) };
+        self.qpair = std::ptr::null_mut();
+        self.ns = std::ptr::null_mut();
+        self.c.live_qpairs.fetch_sub(1, AcqRel);
+    }
+
+    /// Frees a qpair that failed or belongs to a failed or replaced
+    /// controller, and opens a new one once the controller works (at most
+    /// every [`RECONNECT_EVERY`]). Cheap when all is well: two atomic loads.
+    fn maintain(&mut self) {
+        let failed = self.c.failed.load(Acquire);
+        let generation = self.c.generation.load(Acquire);
+        if !self.qpair.is_null() && (self.broken || failed || generation != self.generation) {
+            self.free_qpair();
+        }
+        if self.qpair.is_null() && !failed {
+            let now = Instant::now();
+            if self
+                .last_open
+                .is_some_and(|t| now.duration_since(t) < RECONNECT_EVERY)
+            {
+                return;
+            }
+            self.last_open = Some(now);
+            if self.open_qpair().is_ok() {
+                log::info!("{}: I/O qpair open again", self.c.info.name);
+            }
+        }
+    }
 }
 
 impl DeviceQueue for SpdkQueue {
@@ -663,7 +908,8 @@ impl DeviceQueue for SpdkQueue {
             return;
         }
         let offset = op.range().map_or(0, |r| r.0);
-        if self.broken || self.c.failed.load(Relaxed) {
+        self.maintain();
+        if self.qpair.is_null() {
             let e = self.io_error(offset);
             self.done.push(Completion::failed(tag, op, e));
             return;
@@ -695,7 +941,7 @@ impl DeviceQueue for SpdkQueue {
             done: &mut *self.done,
             device: &self.c.info,
         }));
-        let (ns, qp, cb) = (self.c.ns, self.qpair, Some(on_complete as _));
+        let (ns, qp, cb) = (self.ns, self.qpair, Some(on_complete as _));
         // SAFETY: `ptr` points into the request's buffer, owned by `req`
         // until its callback; the buffer holds `count` blocks (checked
         // above). `req` is handed to SPDK, which calls `on_complete` once.
@@ -722,7 +968,7 @@ impl DeviceQueue for SpdkQueue {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
-        if self.in_flight > self.done.len() {
+        if self.in_flight > self.done.len() && !self.qpair.is_null() {
             // SAFETY: our qpair, polled by this thread only; callbacks
             // push into `self.done`.
             let rc = unsafe { sys::spdk_nvme_qpair_process_completions(self.qpair, 0) };
@@ -731,10 +977,13 @@ impl DeviceQueue for SpdkQueue {
                 // (their callbacks carry an error status).
                 self.broken = true;
                 log::error!(
-                    "{}: I/O qpair failed ({rc}); its requests fail from now on",
+                    "{}: I/O qpair failed ({rc}); it is opened again once the controller answers",
                     self.c.info.name
                 );
             }
+        }
+        if self.broken {
+            self.maintain();
         }
         let n = self.done.len();
         self.in_flight -= n;
@@ -747,6 +996,7 @@ impl DeviceQueue for SpdkQueue {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.maintain();
         self.c.maybe_poll_admin(now);
     }
 
@@ -777,17 +1027,17 @@ impl Drop for SpdkQueue {
         // Wait (bounded) for requests in flight, so no callback outlives
         // the queue's completion vector.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.in_flight > self.done.len() && Instant::now() < deadline {
+        while !self.qpair.is_null() && self.in_flight > self.done.len() && Instant::now() < deadline
+        {
             // SAFETY: our qpair; see poll.
             let rc = unsafe { sys::spdk_nvme_qpair_process_completions(self.qpair, 0) };
             if rc < 0 {
                 break;
             }
         }
-        // SAFETY: freeing the qpair aborts what is still queued, calling
-        // their callbacks now, while `self.done` is alive. The qpair is not
-        // used after this.
-        unsafe { sys::spdk_nvme_ctrlr_free_io_qpair(self.qpair) };
+        // Freeing the qpair aborts what is still queued, calling their
+        // callbacks now, while `self.done` is alive.
+        self.free_qpair();
         self.done.clear();
     }
 }

@@ -36,6 +36,9 @@ pub struct NvmfTarget {
     dir: PathBuf,
     /// TCP port on 127.0.0.1.
     pub port: u16,
+    size_mb: u64,
+    block_size: u32,
+    core: usize,
 }
 
 impl NvmfTarget {
@@ -93,6 +96,9 @@ impl NvmfTarget {
             child: Some(child),
             dir,
             port,
+            size_mb,
+            block_size,
+            core,
         };
         t.wait_listening(Duration::from_secs(30))?;
         Ok(t)
@@ -144,6 +150,21 @@ impl NvmfTarget {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl NvmfTarget {
+    /// Starts the same target again, on the same port, after [`kill`]
+    /// (or while it runs): a new process with an empty malloc bdev.
+    ///
+    /// [`kill`]: NvmfTarget::kill
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let new = Self::start_on(self.port, self.size_mb, self.block_size, self.core)?;
+        // The new target uses the same directory: this one must not remove it.
+        let old = std::mem::replace(self, new);
+        std::mem::forget(old);
+        Ok(())
     }
 }
 
