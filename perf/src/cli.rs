@@ -42,8 +42,10 @@ pub struct Args {
     #[arg(long, value_parser = parse_size)]
     pub pool: Option<u64>,
     /// L2 device: `auto` (an io_uring file in a temp directory, 512 MiB),
-    /// `none`, `mem:SIZE`, `file:PATH[:SIZE]` (io_uring) or
-    /// `uring:/dev/DEVICE`. Repeat for several devices.
+    /// `none`, `mem:SIZE`, `file:PATH[:SIZE]` (io_uring),
+    /// `uring:/dev/DEVICE`, or with the `spdk` feature `spdk:PCI_ADDRESS`,
+    /// `spdk:pcie`, `spdk:'TRANSPORT ID'` or `spdk:nvmf:SIZE` (a local
+    /// nvmf_tgt). Repeat for several devices.
     #[arg(long, default_value = "auto")]
     pub l2: Vec<String>,
     /// Open io_uring L2 devices buffered instead of with O_DIRECT.
