@@ -33,6 +33,13 @@ pub fn open(rest: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
     if let Some(size) = rest.strip_prefix("nvmf:") {
         let size = parse_size(size)?;
         let core = target_core(&o.cores);
+        if o.cores.contains(&core) {
+            eprintln!(
+                "warning: nvmf_tgt busy-polls core {core}, which a reactor also uses: \
+                 that reactor will be slow (leave a core free, e.g. --reactors {})",
+                o.cores.len().saturating_sub(1).max(1)
+            );
+        }
         let t = NvmfTarget::start(size.div_ceil(1 << 20), 512, core)?;
         let trid = t.trid();
         let dev = connect(&trid)?;
