@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long)]
     pub l2_buffered: bool,
     /// L2 write rate cap per device, per second (l2arc_write_max).
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub l2_write_max: u64,
     /// Extra L2 write rate while the ARC warms up (l2arc_write_boost).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
