@@ -163,6 +163,20 @@ impl Config {
         self.pool_capacity
             .unwrap_or(self.arc_capacity + self.arc_capacity / 2 + (32 << 20))
     }
+
+    /// The pool the engine maps with `l2_devices` L2 devices: an explicit
+    /// `pool_capacity`, else [`Config::effective_pool_capacity`] plus room
+    /// for each device's feed writes in flight and for L2 reads in flight.
+    pub fn pool_capacity_with_l2(&self, l2_devices: usize) -> u64 {
+        let base = self.effective_pool_capacity();
+        if self.pool_capacity.is_some() || l2_devices == 0 {
+            return base;
+        }
+        let c = &self.l2;
+        base + l2_devices as u64
+            * (c.writes_in_flight * c.write_size.max(self.max_block_size)) as u64
+            + (16 << 20)
+    }
 }
 
 #[cfg(test)]

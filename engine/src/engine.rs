@@ -164,16 +164,7 @@ impl EngineBuilder {
         let n = cfg.reactors;
         let startup = |e: std::io::Error| Error::Startup(Arc::new(e));
         let l2_setup = l2_setup(&cfg, self.l2_devices)?;
-        let mut pool_bytes = cfg.effective_pool_capacity();
-        if cfg.pool_capacity.is_none() {
-            if let Some(l) = &l2_setup {
-                // Feed writes in flight, and L2 reads in flight.
-                let c = &l.cfg;
-                pool_bytes += l.devs.len() as u64
-                    * (c.writes_in_flight * c.write_size.max(cfg.max_block_size)) as u64
-                    + (16 << 20);
-            }
-        }
+        let pool_bytes = cfg.pool_capacity_with_l2(l2_setup.as_ref().map_or(0, |l| l.devs.len()));
         let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
         // Feed writes are pool buffers too: the classes reach the write size.

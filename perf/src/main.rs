@@ -158,10 +158,8 @@ fn run(a: Args) -> Result<(), String> {
     if let Some(r) = a.reactors {
         b = b.reactors(r);
     }
-    match (a.pool, &trace) {
-        (Some(p), _) => b = b.pool_capacity(p),
-        (None, Some(_)) => b = b.pool_capacity(a.arc * 3 + (64 << 20)),
-        (None, None) => {}
+    if let Some(p) = pool_capacity(&a) {
+        b = b.pool_capacity(p);
     }
     if let Some(c) = &a.cores {
         b = b.cores(c.0.clone());
@@ -432,6 +430,13 @@ fn report_json(
     })
 }
 
+/// `--pool`, or for trace replay ARC × 3 + 64 MiB: with objects of many
+/// sizes, slabs stay with the size classes that first took them.
+fn pool_capacity(a: &Args) -> Option<u64> {
+    a.pool
+        .or_else(|| a.trace.is_some().then_some(a.arc * 3 + (64 << 20)))
+}
+
 /// How `--l2` devices are opened: I/O mode, and for SPDK the reactors'
 /// cores and the DMA memory the buffer pool needs (plus room for SPDK).
 fn open_options(a: &Args) -> polarc_perf::devices::OpenOptions {
@@ -442,9 +447,18 @@ fn open_options(a: &Args) -> polarc_perf::devices::OpenOptions {
         Some(c) => c.0.clone(),
         None => (0..n).collect(),
     };
-    let pool = a.pool.unwrap_or(a.arc * 3 / 2 + (32 << 20))
-        + 4 * a.l2_write_size.max(1 << 20) * a.l2.len() as u64
-        + (16 << 20);
+    // The pool the engine will map (SPDK must provide it as DMA memory).
+    let cfg = polarc::Config {
+        arc_capacity: a.arc,
+        pool_capacity: pool_capacity(a),
+        max_block_size: a.value_size.max.next_power_of_two().max(512),
+        l2: polarc::L2Config {
+            write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
+            ..polarc::L2Config::default()
+        },
+        ..polarc::Config::default()
+    };
+    let pool = cfg.pool_capacity_with_l2(a.l2.len());
     polarc_perf::devices::OpenOptions {
         direct: !a.l2_buffered,
         cores,
