@@ -12,9 +12,10 @@
 //! * The buffer pool comes from SPDK's DMA memory
 //!   ([`BlockDevice::pool_region`]), so the driver reads into and writes
 //!   from pool buffers directly.
-//! * The reactor that feeds the device polls the admin queue (keep-alive,
-//!   asynchronous events) from its housekeeping tick, at most every
-//!   [`ADMIN_POLL`] and at least every second, idle or not.
+//! * Whichever reactor ticks first polls the admin queue (keep-alive,
+//!   asynchronous events) from its housekeeping tick
+//!   ([`DeviceQueue::tick`]): at most every [`ADMIN_POLL`], and at least
+//!   every second, idle or not.
 //! * A failed controller or a dropped qpair makes every request complete
 //!   with [`DeviceError::Io`]: the engine drops those L2 copies and reads
 //!   from the backing store. Meanwhile the queues free their qpairs, the
@@ -143,7 +144,6 @@ fn start_env(opts: &SpdkEnvOptions) -> Result<SpdkEnvOptions, String> {
     if let Some(set) = saved {
         restore_affinity(&set);
     }
-    ENV_NO_HUGE.store(opts.no_huge, Relaxed);
     if rc != 0 {
         return Err(format!(
             "spdk_env_init failed ({}) with core mask {mask}{}: {}",
@@ -566,16 +566,13 @@ impl SpdkDevice {
     pub fn connect(target: &SpdkTarget) -> Result<SpdkDevice, DeviceError> {
         require_env()?;
         let trid = parse_trid(&target.trid)?;
-        let mut opts = sys::spdk_nvme_ctrlr_opts::default();
-        let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
-        // SAFETY: `opts` is valid for `size` bytes.
-        unsafe { sys::spdk_nvme_ctrlr_get_default_ctrlr_opts(&mut opts, size) };
+        let mut opts = default_ctrlr_opts();
         if let Some(ms) = target.keep_alive_ms {
             opts.keep_alive_timeout_ms = ms;
         }
         // SAFETY: `trid` and `opts` are valid; connect blocks until the
         // controller is attached or fails, and copies both.
-        let ctrlr = unsafe { sys::spdk_nvme_connect(&trid, &opts, size) };
+        let ctrlr = unsafe { sys::spdk_nvme_connect(&trid, &opts, std::mem::size_of_val(&opts)) };
         if ctrlr.is_null() {
             return Err(DeviceError::Unsupported(format!(
                 "SPDK could not connect to {:?} (is the target up?)",
@@ -648,10 +645,7 @@ impl SpdkDevice {
                 "SPDK PCIe probe failed ({rc}); run env/setup.sh config"
             )));
         }
-        let mut opts = sys::spdk_nvme_ctrlr_opts::default();
-        let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
-        // SAFETY: `opts` is valid for `size` bytes.
-        unsafe { sys::spdk_nvme_ctrlr_get_default_ctrlr_opts(&mut opts, size) };
+        let opts = default_ctrlr_opts();
         p.found
             .into_iter()
             .map(|c| {
@@ -672,12 +666,15 @@ impl SpdkDevice {
     pub fn reattaches(&self) -> u64 {
         self.c.admin.lock().map(|s| s.reattaches).unwrap_or(0)
     }
+}
 
-    /// Polls the admin queue now (keep-alive, events, reattach). The
-    /// reactors do this from their housekeeping tick.
-    pub fn poll_admin(&self) {
-        self.c.maybe_poll_admin(Instant::now());
-    }
+/// SPDK's default controller options.
+fn default_ctrlr_opts() -> sys::spdk_nvme_ctrlr_opts {
+    let mut opts = sys::spdk_nvme_ctrlr_opts::default();
+    let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
+    // SAFETY: `opts` is valid for `size` bytes.
+    unsafe { sys::spdk_nvme_ctrlr_get_default_ctrlr_opts(&mut opts, size) };
+    opts
 }
 
 fn require_env() -> Result<(), DeviceError> {
@@ -743,12 +740,11 @@ pub fn dma_region(len: usize) -> std::io::Result<Region> {
         // the region (and so every buffer in it) is gone.
         unsafe { sys::spdk_free(p.as_ptr().cast()) }
     };
+    let hugepages = matches!(ENV.get(), Some(Ok(o)) if !o.no_huge);
     // SAFETY: `ptr` is valid for `len` bytes, exclusively ours, until
     // `free` runs.
-    Ok(unsafe { Region::from_raw(ptr, len, !ENV_NO_HUGE.load(Relaxed), Box::new(free)) })
+    Ok(unsafe { Region::from_raw(ptr, len, hugepages, Box::new(free)) })
 }
-
-static ENV_NO_HUGE: AtomicBool = AtomicBool::new(false);
 
 fn alloc_qpair(
     c: &Ctrlr,
