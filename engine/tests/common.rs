@@ -69,3 +69,31 @@ pub fn settle_l2(e: &polarc::Engine) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Blocks of the L2 tests: 4 KiB, about 2:1 compressible.
+pub fn l2_value(key: &[u8]) -> Vec<u8> {
+    polarc::SimStore::content(key, 4096, 2.0)
+}
+
+/// A store serving [`l2_value`], counting its reads.
+pub fn l2_store() -> (polarc::FnStore, Arc<AtomicU64>) {
+    let reads = Arc::new(AtomicU64::new(0));
+    let r = reads.clone();
+    let s = polarc::FnStore::new(2, move |key: &[u8]| {
+        r.fetch_add(1, Ordering::Relaxed);
+        Ok(l2_value(key))
+    })
+    .unwrap();
+    (s, reads)
+}
+
+/// L2 knobs that feed quickly, so tests need not wait: feeds every 20 ms
+/// (5 ms when behind), 64 KiB writes.
+pub fn fast_feed() -> polarc::L2Config {
+    polarc::L2Config {
+        feed_interval: std::time::Duration::from_millis(20),
+        feed_min_interval: std::time::Duration::from_millis(5),
+        write_size: 64 << 10,
+        ..polarc::L2Config::default()
+    }
+}

@@ -7,36 +7,12 @@ mod common;
 use polarc::device::faulty::{FaultConfig, FaultyDevice};
 use polarc::device::mem::MemDevice;
 use polarc::device::BlockDevice;
-use polarc::{Engine, FnStore, L2Config, SimStore};
+use polarc::{Engine, L2Config};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BLOCK: usize = 4096;
-
-fn value(key: &[u8]) -> Vec<u8> {
-    SimStore::content(key, BLOCK, 2.0)
-}
-
-fn store() -> (FnStore, Arc<AtomicU64>) {
-    let reads = Arc::new(AtomicU64::new(0));
-    let r = reads.clone();
-    let s = FnStore::new(2, move |key: &[u8]| {
-        r.fetch_add(1, Ordering::Relaxed);
-        Ok(value(key))
-    })
-    .unwrap();
-    (s, reads)
-}
-
-fn fast_feed() -> L2Config {
-    L2Config {
-        feed_interval: Duration::from_millis(20),
-        feed_min_interval: Duration::from_millis(5),
-        write_size: 64 << 10,
-        ..L2Config::default()
-    }
-}
+use common::{fast_feed, l2_store as store, l2_value as value};
 
 fn engine(dev: impl BlockDevice, l2: L2Config, arc: u64) -> (Engine, Arc<AtomicU64>) {
     let (s, reads) = store();

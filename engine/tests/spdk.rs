@@ -17,17 +17,15 @@ mod common;
 
 #[cfg(feature = "spdk")]
 mod with_spdk {
-    use super::common;
+    use super::common::{self, l2_value as value};
     use polarc::bufpool::BufPool;
     use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
     use polarc::device::spdk_target::NvmfTarget;
     use polarc::device::BlockDevice;
-    use polarc::{Engine, FnStore, L2Config, SimStore};
+    use polarc::Engine;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
-
-    const BLOCK: usize = 4096;
 
     /// Target on core 0, initiator on the last core: on 2 cores they
     /// share the machine, each on its own core.
@@ -88,24 +86,9 @@ mod with_spdk {
         assert!(e.to_string().contains("could not connect"), "{e}");
     }
 
-    fn value(key: &[u8]) -> Vec<u8> {
-        SimStore::content(key, BLOCK, 2.0)
-    }
-
     fn engine(dev: SpdkDevice) -> (Engine, Arc<AtomicU64>) {
-        let reads = Arc::new(AtomicU64::new(0));
-        let r = reads.clone();
-        let store = FnStore::new(2, move |key: &[u8]| {
-            r.fetch_add(1, Ordering::Relaxed);
-            Ok(value(key))
-        })
-        .unwrap();
-        let l2 = L2Config {
-            feed_interval: Duration::from_millis(20),
-            feed_min_interval: Duration::from_millis(5),
-            write_size: 64 << 10,
-            ..L2Config::default()
-        };
+        let (store, reads) = common::l2_store();
+        let l2 = common::fast_feed();
         // The reactors keep off the target's core: a busy-polling target
         // would otherwise delay every wake-up of a reactor sharing its core.
         let e = Engine::builder()
