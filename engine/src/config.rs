@@ -3,37 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::l2::L2Config;
+use crate::reactor::{IdleStrategy, Pinning};
 use crate::shard::Policy;
 use std::time::Duration;
-
-/// How a reactor waits when it has nothing to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IdleStrategy {
-    /// Poll forever, as SPDK does: lowest latency, one core per reactor
-    /// at 100% all the time.
-    Busy,
-    /// Yield the core for [`Config::spin_before_park`], then park until a
-    /// message or a timer. The default: the embedded default runs on laptops and
-    /// CI machines, where burning every core while idle is not acceptable;
-    /// under load it never parks, so throughput is the same as `Busy`.
-    #[default]
-    Adaptive,
-}
-
-/// Whether reactors are pinned to cores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pinning {
-    /// Do not pin.
-    Off,
-    /// Pin; if that fails, log it, record it in stats and go on (default).
-    #[default]
-    BestEffort,
-    /// Pin, and refuse to start with more reactors than cores or when a
-    /// pin fails.
-    Required,
-}
 
 /// Everything [`crate::EngineBuilder`] can set. Every field's default is
 /// given in its doc comment and in [`Config::default`].

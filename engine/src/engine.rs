@@ -4,13 +4,16 @@
 use crate::backing::{BackingStore, ReadDone};
 use crate::block::Block;
 use crate::bufpool::BufPool;
-use crate::config::{Config, IdleStrategy, Pinning};
-use crate::core::{Core, Msg, MsgKey, Op, Outcome, Reply, Request};
+use crate::config::Config;
+use crate::core::msg::{MailboxLink, Mailboxes, Msg};
+use crate::core::{pollers, Core};
 use crate::device::BlockDevice;
 use crate::error::{BackingError, Error, Result};
+#[cfg(feature = "jobs")]
 use crate::job::{Job, JobReport, JobSpec};
-use crate::l2::{DevShared, L2Config, L2Core, L2Setup};
-use crate::reactor::{self, LoopConfig, Mailbox, Pushed};
+use crate::l2::{DevShared, L2Config, L2Setup, L2};
+use crate::reactor::{self, IdleStrategy, LoopConfig, Mailbox, Pinning, Reactor};
+use crate::request::{MsgKey, Op, Outcome, Reply, Request};
 use crate::shard::{hash_key, shard_of, Policy, Shard, StageRules};
 use crate::stats::{ReactorStats, Stats};
 use std::future::Future;
@@ -187,13 +190,13 @@ impl EngineBuilder {
         let core_ids = match cfg.pinning {
             Pinning::Off => None,
             _ => {
-                let all = core_affinity::get_core_ids().unwrap_or_default();
+                let all: Vec<usize> = core_affinity::get_core_ids()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
                 match &cfg.cores {
-                    Some(list) => Some(
-                        list.iter()
-                            .map(|&id| core_affinity::CoreId { id })
-                            .collect::<Vec<_>>(),
-                    ),
+                    Some(list) => Some(list.clone()),
                     None if all.is_empty() => None,
                     None => Some(all),
                 }
@@ -208,22 +211,19 @@ impl EngineBuilder {
         // Threads first, so each mailbox can name its consumer thread.
         // A reactor builds its Core on its own thread, because device
         // queues belong to the thread that polls them.
-        type Setup = (
-            Arc<Mailbox<Msg>>,
-            Box<dyn FnOnce() -> Result<Core> + Send>,
-            oneshot::Sender<Result<()>>,
-        );
+        type MakeCore = Box<dyn FnOnce(&mut Reactor<Core>) -> Result<Core> + Send>;
+        type Setup = (Arc<Mailbox<Msg>>, MakeCore, oneshot::Sender<Result<()>>);
         let mut threads = Vec::with_capacity(n);
         let mut setups = Vec::with_capacity(n);
+        let lc = LoopConfig {
+            idle: cfg.idle,
+            spin_before_park: cfg.spin_before_park,
+            batch: cfg.message_batch,
+        };
         for i in 0..n {
             let (tx, rx) = std::sync::mpsc::channel::<Setup>();
-            let lc = LoopConfig {
-                core_id: core_ids.as_ref().map(|c| c[i % c.len()]),
-                pinning: cfg.pinning,
-                idle: cfg.idle,
-                spin_before_park: cfg.spin_before_park,
-                batch: cfg.message_batch,
-            };
+            let core_id = core_ids.as_ref().map(|c| c[i % c.len()]);
+            let (lc, pool) = (lc.clone(), pool.clone());
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
@@ -231,15 +231,33 @@ impl EngineBuilder {
                         return None;
                     };
                     let guard = CloseOnUnwind(mailbox.clone());
-                    let core = match make_core() {
+                    // Pinned first, so that device queues open on the core
+                    // that polls them.
+                    let pinned = core_id.map(|c| (c, reactor::pin(c)));
+                    let local_cache = pool.register_local_cache();
+                    let mut r = Reactor::default();
+                    let mut core = match make_core(&mut r) {
                         Ok(core) => core,
                         Err(e) => {
                             let _ = ready.send(Err(e));
                             return None;
                         }
                     };
+                    match pinned {
+                        Some((c, true)) => core.pinned_core = Some(c),
+                        Some((c, false)) => {
+                            core.pin_failed = true;
+                            log::warn!("reactor {i}: could not pin to core {c}; running unpinned");
+                        }
+                        None => {}
+                    }
                     let _ = ready.send(Ok(()));
-                    let stats = reactor::run(lc, mailbox, core);
+                    r.run(&lc, &mailbox, &mut core);
+                    let stats = core.stats();
+                    // Every buffer the shard held goes back before the
+                    // thread's pool cache is flushed.
+                    drop(core);
+                    drop(local_cache);
                     std::mem::forget(guard);
                     Some(stats)
                 })
@@ -247,7 +265,7 @@ impl EngineBuilder {
             setups.push(tx);
             threads.push(t);
         }
-        let mailboxes: Arc<[Arc<Mailbox<Msg>>]> = threads
+        let mailboxes: Mailboxes = threads
             .iter()
             .map(|t| Arc::new(Mailbox::new(t.thread().clone())))
             .collect();
@@ -256,7 +274,8 @@ impl EngineBuilder {
         for (i, tx) in setups.into_iter().enumerate() {
             let (pool, backing, peers) = (pool.clone(), backing.clone(), mailboxes.clone());
             let (policy, max_block, l2) = (cfg.policy, cfg.max_block_size, l2_setup.clone());
-            let make = Box::new(move || {
+            let make: MakeCore = Box::new(move |reactor| {
+                let link = Arc::new(MailboxLink(peers.clone()));
                 let mut core = Core::new(
                     i,
                     Shard::new(per_shard, policy),
@@ -273,7 +292,8 @@ impl EngineBuilder {
                             mfuonly: l2.cfg.mfuonly,
                         });
                     }
-                    core.l2 = Some(Box::new(L2Core::open(l2, i, n, &pool)?));
+                    core.l2 = Some(Box::new(L2::open(l2, i, link, &pool)?));
+                    pollers::register_l2(reactor, &mut core);
                 }
                 Ok(core)
             });
@@ -324,10 +344,11 @@ impl Drop for CloseOnUnwind {
 struct Inner {
     config: Config,
     pool: BufPool,
-    mailboxes: Arc<[Arc<Mailbox<Msg>>]>,
+    mailboxes: Mailboxes,
     threads: Mutex<Vec<std::thread::JoinHandle<Option<ReactorStats>>>>,
     shut: AtomicBool,
     final_stats: Mutex<Option<Vec<ReactorStats>>>,
+    #[cfg(feature = "jobs")]
     jobs: Mutex<()>,
     backing: String,
 }
@@ -449,7 +470,7 @@ impl Engine {
     fn from_parts(
         config: Config,
         pool: BufPool,
-        mailboxes: Arc<[Arc<Mailbox<Msg>>]>,
+        mailboxes: Mailboxes,
         threads: Vec<std::thread::JoinHandle<Option<ReactorStats>>>,
         backing: String,
     ) -> Engine {
@@ -461,6 +482,7 @@ impl Engine {
                 threads: Mutex::new(threads),
                 shut: AtomicBool::new(false),
                 final_stats: Mutex::new(None),
+                #[cfg(feature = "jobs")]
                 jobs: Mutex::new(()),
                 backing,
             }),
@@ -563,6 +585,7 @@ impl Engine {
 
     /// Runs a job on every reactor (load generated in place, as bdevperf
     /// does) and returns one report per reactor. One set of jobs at a time.
+    #[cfg(feature = "jobs")]
     pub fn run_jobs(&self, spec: &JobSpec) -> Result<Vec<JobReport>> {
         let _one = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let max_block = self.inner.config.max_block_size;
@@ -570,11 +593,11 @@ impl Engine {
         for (i, mb) in self.inner.mailboxes.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             let spec = spec.clone();
-            let call = Box::new(move |core: &mut Core| {
-                core.new_pollers
-                    .push(Box::new(Job::new(i, spec, max_block, tx)));
+            let call = Box::new(move |_: &mut Core, sched: &mut reactor::Sched<Core>| {
+                sched.spawn(Box::new(Job::new(i, spec, max_block, tx)));
             });
-            if self.inner.shut.load(Ordering::Acquire) || mb.send(Msg::Call(call)) == Pushed::Closed
+            if self.inner.shut.load(Ordering::Acquire)
+                || mb.send(Msg::Call(call)) == reactor::Pushed::Closed
             {
                 return Err(Error::ShutDown);
             }
@@ -667,11 +690,11 @@ fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L
                 info.name, info.capacity
             )));
         }
-        if info.capacity > crate::shard::L2_MAX_OFFSET {
+        if info.capacity > crate::l2::format::L2_MAX_OFFSET {
             log::warn!(
                 "L2 device {}: only the first {} TiB are used",
                 info.name,
-                crate::shard::L2_MAX_OFFSET >> 40
+                crate::l2::format::L2_MAX_OFFSET >> 40
             );
         }
         devs.push(Arc::new(DevShared {

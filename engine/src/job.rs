@@ -1,21 +1,19 @@
 //! In-reactor jobs: load generated on the reactors themselves, as SPDK's
 //! bdevperf does. A key owned by the job's own reactor is served in place;
 //! a key owned by another reactor costs a message round trip, kept up to
-//! `queue_depth` deep.
+//! `queue_depth` deep. Behind the `jobs` feature: the perf harness uses
+//! them; a library user need not compile their random sampling and
+//! histograms.
 #![forbid(unsafe_code)]
 
-use crate::core::{Core, MsgKey, Op, Outcome, Reply, Request};
-use crate::reactor::{PollStatus, Poller};
+use crate::core::Core;
+use crate::index_key;
+use crate::reactor::{PollStatus, Poller, Sched};
+use crate::request::{MsgKey, Op, Outcome, Reply, Request};
 use crate::shard::{hash_key, shard_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
-
-/// The key of index `i` in jobs and in the perf harness: `i` as 8 bytes,
-/// little-endian.
-pub fn index_key(i: u64) -> [u8; 8] {
-    i.to_le_bytes()
-}
 
 /// Which operation a job issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -151,7 +149,11 @@ impl Job {
 }
 
 impl Poller<Core> for Job {
-    fn poll(&mut self, core: &mut Core) -> PollStatus {
+    fn is_task(&self) -> bool {
+        true
+    }
+
+    fn poll(&mut self, core: &mut Core, _: &mut Sched<Core>) -> PollStatus {
         let start = *self.start.get_or_insert_with(Instant::now);
         let inbox = std::mem::take(&mut core.job_inbox);
         let (completed, issued) = (inbox.len(), self.issued);
@@ -210,7 +212,7 @@ impl Poller<Core> for Job {
                     hash,
                     reply: Reply::Reactor(core.id, tag),
                 };
-                core.queue_request(owner, req);
+                core.peers.queue_request(owner, req);
             }
         }
         if self.report.ops == self.spec.ops_per_reactor {

@@ -27,28 +27,48 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// Adds every field of `$b` to `$a`. The destructuring makes adding a
+/// field to the struct without summing it a compile error.
+macro_rules! add_fields {
+    ($a:expr, $b:expr, $T:ident { $($f:ident),* $(,)? }) => {{
+        let $T { $($f),* } = *$b;
+        $( $a.$f += $f; )*
+    }};
+}
+
 pub mod backing;
 mod block;
 pub mod bufpool;
-pub mod compress;
 mod config;
 mod core;
 pub mod device;
 mod engine;
 mod error;
+#[cfg(feature = "jobs")]
 mod job;
 pub mod l2;
 pub mod reactor;
+mod request;
 pub mod shard;
 mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use backing::{BackingStore, FileStore, FnStore, Latency, ReadDone, SimStore};
 pub use block::{Block, Source};
-pub use config::{Config, IdleStrategy, Pinning};
-pub use core::CoreCounters;
+pub use config::Config;
 pub use engine::{Engine, EngineBuilder, OpFuture};
 pub use error::{BackingError, Error, Result};
-pub use job::{index_key, JobOp, JobReport, JobSpec};
+#[cfg(feature = "jobs")]
+pub use job::{JobOp, JobReport, JobSpec};
+pub use l2::compress;
 pub use l2::{L2Config, L2Counters};
+pub use reactor::{IdleStrategy, Pinning};
 pub use shard::Policy;
-pub use stats::{ReactorStats, Stats};
+pub use stats::{CoreCounters, ReactorStats, Stats};
+
+/// The key of index `i` in in-reactor jobs and in the perf harness: `i`
+/// as 8 bytes, little-endian.
+pub fn index_key(i: u64) -> [u8; 8] {
+    i.to_le_bytes()
+}

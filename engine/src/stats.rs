@@ -3,10 +3,40 @@
 #![forbid(unsafe_code)]
 
 use crate::bufpool::PoolStats;
-use crate::core::CoreCounters;
 use crate::l2::L2Counters;
 use crate::shard::{L2Sizes, ShardCounters, ShardSizes};
 use std::fmt::Write;
+
+/// Counters of a reactor beyond its shard's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CoreCounters {
+    /// `read` requests.
+    pub reads: u64,
+    /// `get` requests.
+    pub gets: u64,
+    /// `insert` requests.
+    pub insert_requests: u64,
+    /// `invalidate` requests.
+    pub invalidate_requests: u64,
+    /// `prefetch` requests.
+    pub prefetch_requests: u64,
+    /// Reads sent to the backing store.
+    pub backing_reads: u64,
+    /// Backing reads that failed.
+    pub backing_errors: u64,
+    /// Misses that joined a backing read already in flight.
+    pub fills_joined: u64,
+    /// Blocks served but not cached because the pool was exhausted.
+    pub uncached_fills: u64,
+    /// Messages taken from the ring.
+    pub messages: u64,
+    /// Loop iterations that did work.
+    pub busy_loops: u64,
+    /// Loop iterations that found nothing to do.
+    pub idle_loops: u64,
+    /// Times the reactor parked (adaptive idle).
+    pub parks: u64,
+}
 
 /// One reactor's figures.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -68,16 +98,6 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("stats serialise")
 }
 
-/// Adds every field of `$b` to `$a`. The destructuring makes adding a
-/// field to the struct without summing it a compile error.
-macro_rules! add_fields {
-    ($a:expr, $b:expr, $T:ident { $($f:ident),* $(,)? }) => {{
-        let $T { $($f),* } = *$b;
-        $( $a.$f += $f; )*
-    }};
-}
-pub(crate) use add_fields;
-
 fn add_counters(a: &mut ShardCounters, b: &ShardCounters) {
     add_fields!(
         a,
@@ -135,7 +155,7 @@ impl Stats {
         let mut l2 = L2Counters::default();
         let mut l2s = L2Sizes::default();
         for r in &reactors {
-            crate::l2::add_counters(&mut l2, &r.l2);
+            l2.add(&r.l2);
             add_fields!(
                 l2s,
                 &r.l2_sizes,

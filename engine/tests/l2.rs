@@ -2,30 +2,18 @@
 //! L2 device, compressed and checksummed, and the seed's buffer leak
 //! stays fixed.
 
-mod common;
-
 use polarc::device::faulty::{FaultConfig, FaultyDevice};
 use polarc::device::mem::MemDevice;
 use polarc::device::BlockDevice;
+use polarc::testing::fixtures::{self as common, fast_feed, l2_value as value};
 use polarc::{Engine, L2Config};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fast_feed, l2_store as store, l2_value as value};
-
 fn engine(dev: impl BlockDevice, l2: L2Config, arc: u64) -> (Engine, Arc<AtomicU64>) {
-    let (s, reads) = store();
-    let e = Engine::builder()
-        .reactors(2)
-        .arc_capacity(arc)
-        .max_block_size(64 << 10)
-        .backing(s)
-        .l2_device(dev)
-        .l2_config(l2)
-        .build()
-        .unwrap();
-    (e, reads)
+    let (b, reads) = common::l2_engine(dev);
+    (b.arc_capacity(arc).l2_config(l2).build().unwrap(), reads)
 }
 
 fn key(i: u64) -> [u8; 8] {

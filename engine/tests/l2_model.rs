@@ -9,37 +9,14 @@
 
 use polarc::device::faulty::{FaultConfig, FaultyDevice};
 use polarc::device::mem::MemDevice;
-use polarc::{Engine, FnStore, L2Config, SimStore};
+use polarc::testing::fixtures::{block, bump, current_block, key, version, Versions};
+use polarc::{Engine, FnStore, L2Config};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const THREADS: u64 = 3;
 const KEYS: u64 = 90;
-
-fn key(k: u64) -> Vec<u8> {
-    format!("key-{k}").into_bytes()
-}
-
-/// The block of key `k` at `version`: 512 B to 4 KiB, about 2:1
-/// compressible; every 10th key is all zeros (stored as EMPTY).
-fn block(k: u64, version: u64) -> Vec<u8> {
-    let len = 512 + (k as usize * 397) % 3585;
-    if k % 10 == 9 {
-        return vec![0; len];
-    }
-    let mut seed = key(k);
-    seed.extend_from_slice(&version.to_le_bytes());
-    SimStore::content(&seed, len, 2.0)
-}
-
-type Versions = Arc<Mutex<HashMap<u64, u64>>>;
-
-fn parse(key: &[u8]) -> u64 {
-    std::str::from_utf8(&key[4..]).unwrap().parse().unwrap()
-}
 
 #[derive(Default, Debug, Clone, Copy)]
 struct Seen {
@@ -62,14 +39,9 @@ fn run_case(seed: u64) -> Result<Seen, String> {
         seed,
         ..FaultConfig::default()
     };
-    let versions: Versions = Arc::default();
+    let versions = Versions::default();
     let v2 = versions.clone();
-    let store = FnStore::new(2, move |k: &[u8]| {
-        let k = parse(k);
-        let v = *v2.lock().unwrap().get(&k).unwrap_or(&0);
-        Ok(block(k, v))
-    })
-    .unwrap();
+    let store = FnStore::new(2, move |k: &[u8]| current_block(&v2, k)).unwrap();
     // 64 KiB, about half the data: the ring wraps many times in one case.
     let dev = FaultyDevice::new(MemDevice::new(64 << 10, 512).unwrap(), faults.clone()).unwrap();
     let e = Engine::builder()
@@ -107,14 +79,14 @@ fn run_case(seed: u64) -> Result<Seen, String> {
                     let mine = k % THREADS == t;
                     match rng.gen_range(0..10) {
                         0 if mine => {
-                            *versions.lock().unwrap().entry(k).or_insert(0) += 1;
+                            bump(&versions, k);
                             e.invalidate(&kb).map_err(|e| e.to_string())?;
                         }
                         1 => e.prefetch(&kb).map_err(|e| e.to_string())?,
                         _ => {
-                            let v0 = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+                            let v0 = version(&versions, k);
                             let b = e.read(&kb).map_err(|e| format!("read {k}: {e}"))?;
-                            let v1 = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+                            let v1 = version(&versions, k);
                             // Only the owner rewrites a key: its own reads must
                             // see the current version; another thread's read may
                             // overlap a rewrite and see either side of it.

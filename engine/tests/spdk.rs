@@ -13,15 +13,12 @@ fn spdk_tests() {
 }
 
 #[cfg(feature = "spdk")]
-mod common;
-
-#[cfg(feature = "spdk")]
 mod with_spdk {
-    use super::common::{self, l2_value as value};
     use polarc::bufpool::BufPool;
     use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
-    use polarc::device::spdk_target::NvmfTarget;
     use polarc::device::BlockDevice;
+    use polarc::testing::fixtures::{self as common, l2_value as value};
+    use polarc::testing::nvmf_target::NvmfTarget;
     use polarc::Engine;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -62,7 +59,7 @@ mod with_spdk {
         assert_eq!(info.block_size, 512);
         let region = dev.pool_region(16 << 20).unwrap().unwrap();
         let pool = BufPool::from_region(region, 1 << 20);
-        polarc::device::conformance::run(&dev, &pool).unwrap();
+        polarc::testing::conformance::run(&dev, &pool).unwrap();
         assert_eq!(pool.stats().outstanding, 0);
         println!("conformance passed on {}", info.name);
     }
@@ -87,21 +84,10 @@ mod with_spdk {
     }
 
     fn engine(dev: SpdkDevice) -> (Engine, Arc<AtomicU64>) {
-        let (store, reads) = common::l2_store();
-        let l2 = common::fast_feed();
+        let (b, reads) = common::l2_engine(dev);
         // The reactors keep off the target's core: a busy-polling target
         // would otherwise delay every wake-up of a reactor sharing its core.
-        let e = Engine::builder()
-            .reactors(2)
-            .cores(vec![initiator_core(); 2])
-            .arc_capacity(2 << 20)
-            .max_block_size(64 << 10)
-            .backing(store)
-            .l2_device(dev)
-            .l2_config(l2)
-            .build()
-            .unwrap();
-        (e, reads)
+        (b.cores(vec![initiator_core(); 2]).build().unwrap(), reads)
     }
 
     fn key(i: u64) -> [u8; 8] {

@@ -16,7 +16,7 @@
 use crate::devices::{OpenOptions, Opened};
 use crate::units::parse_size;
 use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
-use polarc::device::spdk_target::NvmfTarget;
+use polarc::testing::nvmf_target::NvmfTarget;
 use polarc::device::BlockDevice;
 use std::sync::Arc;
 
@@ -128,7 +128,7 @@ fn start_env(o: &OpenOptions) -> Result<Option<String>, String> {
 /// Runs SPDK's `spdk_nvme_perf`, 4 KiB random reads for 10 s at queue
 /// depth `depth` on `core`, against `trid`; returns its IOPS.
 pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, String> {
-    let bin = polarc::device::spdk_target::spdk_bin("spdk_nvme_perf")
+    let bin = polarc::testing::nvmf_target::spdk_bin("spdk_nvme_perf")
         .ok_or("spdk_nvme_perf not found (set SPDK_DIR)")?;
     let mut cmd = std::process::Command::new(&bin);
     cmd.args([

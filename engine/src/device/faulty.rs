@@ -230,6 +230,10 @@ impl DeviceQueue for FaultyQueue {
         self.inner.in_flight() + self.injected.len() + self.held.len()
     }
 
+    fn tick(&mut self, now: Instant) -> Duration {
+        self.inner.tick(now)
+    }
+
     fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
         self.inner.register_pool(pool)
     }
@@ -297,7 +301,7 @@ mod tests {
             FaultConfig::default(),
         )
         .unwrap();
-        crate::device::conformance::run(&d, &p).unwrap();
+        crate::testing::conformance::run(&d, &p).unwrap();
         assert_eq!(p.stats().outstanding, 0);
     }
 

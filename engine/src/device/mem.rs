@@ -110,9 +110,9 @@ mod tests {
     fn passes_the_conformance_suite() {
         let pool = BufPool::new(16 << 20, 1 << 20, false).unwrap();
         let dev = MemDevice::new(8 << 20, 512).unwrap();
-        crate::device::conformance::run(&dev, &pool).unwrap();
+        crate::testing::conformance::run(&dev, &pool).unwrap();
         let dev4k = MemDevice::new(8 << 20, 4096).unwrap();
-        crate::device::conformance::run(&dev4k, &pool).unwrap();
+        crate::testing::conformance::run(&dev4k, &pool).unwrap();
         assert_eq!(pool.stats().outstanding, 0);
     }
 

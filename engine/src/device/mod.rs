@@ -15,13 +15,10 @@
 //! torn writes, bit flips and latency), [`uring`] (io_uring on a file or
 //! block device) and, with the `spdk` feature, `spdk` (SPDK's NVMe driver).
 
-pub mod conformance;
 pub mod faulty;
 pub mod mem;
 #[cfg(feature = "spdk")]
 pub mod spdk;
-#[cfg(feature = "spdk")]
-pub mod spdk_target;
 pub mod uring;
 
 use crate::bufpool::{Buf, BufMut, BufPool, Region};
@@ -173,11 +170,14 @@ pub trait DeviceQueue {
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize;
     /// Requests submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
-    /// Housekeeping, whether or not I/O is in flight: every reactor calls
-    /// it at least every second (SPDK: the admin queue and its NVMe-oF
-    /// keep-alive, and reattaching a failed controller). Default: nothing.
-    fn tick(&mut self, now: std::time::Instant) {
+    /// Housekeeping, whether or not I/O is in flight (SPDK: the admin
+    /// queue and its NVMe-oF keep-alive, and reattaching a failed
+    /// controller). Returns how soon it wants the next tick; every reactor
+    /// ticks its queues at least every [`MAX_TICK`] whatever the answer.
+    /// Default: nothing to do.
+    fn tick(&mut self, now: std::time::Instant) -> std::time::Duration {
         let _ = now;
+        MAX_TICK
     }
     /// Registers the buffer pool's memory with the device, if the backend
     /// can use that (io_uring fixed buffers). Returns whether it did;
@@ -187,6 +187,11 @@ pub trait DeviceQueue {
         Ok(false)
     }
 }
+
+/// The longest a queue goes without a housekeeping tick: an NVMe-oF
+/// keep-alive is 10 s, and a failed controller's qpairs must be freed on
+/// every reactor before it can be attached again.
+pub const MAX_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Refuses a queue that could never hold a request.
 pub fn check_depth(depth: usize) -> Result<(), DeviceError> {

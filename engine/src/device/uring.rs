@@ -466,7 +466,7 @@ mod tests {
         .unwrap();
         assert_eq!(dev.info().capacity, 8 << 20);
         let pool = BufPool::new(16 << 20, 1 << 20, false).unwrap();
-        crate::device::conformance::run(&dev, &pool).unwrap();
+        crate::testing::conformance::run(&dev, &pool).unwrap();
         println!("O_DIRECT: {}", dev.direct());
         assert_eq!(pool.stats().outstanding, 0);
     }
@@ -529,7 +529,7 @@ mod tests {
         let dev = UringDevice::open(&dir.path().join("l2.img"), opts).unwrap();
         assert!(!dev.direct());
         let pool = BufPool::new(16 << 20, 1 << 20, false).unwrap();
-        crate::device::conformance::run(&dev, &pool).unwrap();
+        crate::testing::conformance::run(&dev, &pool).unwrap();
     }
 
     #[test]

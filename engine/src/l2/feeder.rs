@@ -1,47 +1,30 @@
 //! The L2 feeder of one device, run by one reactor (ZFS's
-//! `l2arc_feed_thread`, as a state machine driven by messages):
+//! `l2arc_feed_thread`, as a state machine driven by messages). It has a
+//! queue of its own on its device, so its writes complete to it alone.
 //!
-//! 1. `Idle` → at the feed time, send `L2Scan` to every shard.
-//! 2. `Scanning` → the `L2Picked` replies are the deferred write list.
+//! 1. `Idle` → once a feed is due (its timer fired, or a shard kicked),
+//!    send `Scan` to every shard.
+//! 2. `Scanning` → the `Picked` replies are the deferred write list.
 //!    Plan the region the blocks may take, wrapping the hand at the end of
-//!    the device, and send `L2Evict` for every logged batch the region
+//!    the device, and send `Evict` for every logged batch the region
 //!    overwrites.
 //! 3. `Evicting` → once every shard acknowledged (after its reads of the
 //!    range completed), nothing can read the region any more.
 //! 4. `Writing` → pack the blocks (LZ4, EMPTY, raw) into large aligned
-//!    writes, a few in flight at a time. On each completion send `L2Done`
+//!    writes, a few in flight at a time. On each completion send `Done`
 //!    to the owning shards and put the buffer on the free-on-write ring.
-//!    When all are done, back to `Idle`.
+//!    When all are done, back to `Idle`, with the next feed's time.
 
-use super::{checksum, DevShared, L2Config, L2Counters, WRITE_TAG};
+use super::compress;
+use super::format::{checksum, Encoding, L2Loc, Placement, L2_MAX_OFFSET, L2_SECTOR};
+use super::{DevShared, L2Config, L2Counters, L2Link, L2Msg};
 use crate::bufpool::{Buf, BufPool, FreeOnWrite};
-use crate::compress::{self, Encoding};
-use crate::core::Msg;
-use crate::device::{Completion, DeviceQueue, IoBuf, IoOp};
-use crate::reactor::Mailbox;
-use crate::shard::{shard_of, HeaderIdx, L2Loc, L2Pick, PickRules, L2_SECTOR};
+use crate::device::{Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
+use crate::shard::{shard_of, HeaderIdx, L2Pick, PickRules};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a feeder needs from its reactor for one step.
-pub(crate) struct FeedCtx<'a> {
-    pub me: usize,
-    pub peers: &'a [Arc<Mailbox<Msg>>],
-    pub pool: &'a BufPool,
-    pub queue: &'a mut dyn DeviceQueue,
-    pub counters: &'a mut L2Counters,
-    pub stopping: bool,
-}
-
-impl FeedCtx<'_> {
-    fn send(&self, to: usize, msg: Msg) {
-        // A reactor that has shut down drops the message, and with it any
-        // buffer reference it carries.
-        let _ = self.peers[to].send(msg);
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -65,20 +48,30 @@ struct Batch {
 
 type DoneList = Vec<Vec<(HeaderIdx, L2Loc)>>;
 
-struct InFlight {
-    done: DoneList,
+/// What one poll of a feeder did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FeedPoll {
+    /// It did work, or has writes in flight.
+    pub busy: bool,
+    /// Arm a timer for the next feed at this time; when it fires, call
+    /// [`Feeder::on_timer`] with this generation.
+    pub next_feed: Option<(Instant, u64)>,
 }
 
 /// One device's feeder.
 pub(crate) struct Feeder {
     pub dev: u8,
+    /// The reactor running it.
+    me: usize,
     shared: Arc<DevShared>,
     cfg: Arc<L2Config>,
+    link: Arc<dyn L2Link>,
+    pool: BufPool,
+    queue: Box<dyn DeviceQueue>,
+    counters: L2Counters,
     shards: usize,
-    bs: u64,
+    placement: Placement,
     cap: u64,
-    write_size: usize,
-    max_span: u64,
     hand: u64,
     lap: u64,
     /// The region planned for this cycle's writes ends here.
@@ -86,17 +79,22 @@ pub(crate) struct Feeder {
     log: VecDeque<Batch>,
     log_blocks: u64,
     phase: Phase,
+    /// A feed is due: start a cycle at the next poll while idle.
+    due: bool,
+    /// Generation of the armed feed timer; a kick moves it on, so that
+    /// the timer armed before is ignored.
+    timer_gen: u64,
     last_feed: Option<Instant>,
-    next_feed: Option<Instant>,
     seq: u64,
-    due: usize,
+    awaited: usize,
     warm: bool,
     target: u64,
     wrote: u64,
     picks: VecDeque<L2Pick<Buf>>,
-    writes: HashMap<u64, InFlight>,
+    writes: HashMap<u64, DoneList>,
     next_tag: u64,
     fow: FreeOnWrite,
+    done: Vec<Completion>,
     /// Feed writes of the current cycle that succeeded and failed.
     cycle_ok: u32,
     cycle_failed: u32,
@@ -108,36 +106,48 @@ pub(crate) struct Feeder {
 pub(crate) const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Feeder {
+    /// The feeder of device `dev`, run by reactor `me`; opens its queue.
     pub(crate) fn new(
         dev: u8,
+        me: usize,
         shared: Arc<DevShared>,
         cfg: Arc<L2Config>,
-        shards: usize,
+        link: Arc<dyn L2Link>,
         pool: &BufPool,
-    ) -> Feeder {
+    ) -> Result<Feeder, DeviceError> {
+        let mut queue = shared.device.open_queue(cfg.writes_in_flight)?;
+        queue.register_pool(pool)?;
         let bs = u64::from(shared.info.block_size);
-        let cap = shared.info.capacity.min(crate::shard::L2_MAX_OFFSET) / bs * bs;
+        let cap = shared.info.capacity.min(L2_MAX_OFFSET) / bs * bs;
         let max_span = pool.max_buf() as u64;
         let write_size = (cfg.write_size as u64).clamp(bs, max_span) / bs * bs;
-        Feeder {
+        Ok(Feeder {
             dev,
+            me,
+            shards: link.reactors(),
             shared,
             cfg,
-            shards,
-            bs,
+            link,
+            pool: pool.clone(),
+            queue,
+            counters: L2Counters::default(),
+            placement: Placement {
+                block_size: bs,
+                max_span,
+                write_size,
+            },
             cap,
-            write_size: write_size as usize,
-            max_span,
             hand: 0,
             lap: 0,
             region_end: 0,
             log: VecDeque::new(),
             log_blocks: 0,
             phase: Phase::Idle,
+            due: true,
+            timer_gen: 0,
             last_feed: None,
-            next_feed: None,
             seq: 0,
-            due: 0,
+            awaited: 0,
             warm: false,
             target: 0,
             wrote: 0,
@@ -145,28 +155,16 @@ impl Feeder {
             writes: HashMap::new(),
             next_tag: 0,
             fow: FreeOnWrite::default(),
+            done: Vec::new(),
             cycle_ok: 0,
             cycle_failed: 0,
             backoff: None,
-        }
+        })
     }
 
     /// True when no write is in flight and no cycle is under way.
     pub(crate) fn idle(&self) -> bool {
-        self.writes.is_empty() && self.picks.is_empty()
-    }
-
-    /// True while idle between cycles with the next feed not yet due to
-    /// be started at once (no kick).
-    pub(crate) fn waiting(&self) -> bool {
-        self.phase == Phase::Idle && self.next_feed.is_some()
-    }
-
-    /// When the next feed is due, while idle between cycles.
-    pub(crate) fn next_feed(&self) -> Option<Instant> {
-        (self.phase == Phase::Idle)
-            .then_some(self.next_feed)
-            .flatten()
+        self.writes.is_empty() && self.picks.is_empty() && self.queue.in_flight() == 0
     }
 
     /// Bytes of the log (its hashes), for `l2_log_bytes`.
@@ -174,38 +172,74 @@ impl Feeder {
         self.log_blocks * 4
     }
 
-    /// Runs the feeder for one reactor loop iteration. True when it did work.
-    pub(crate) fn poll(&mut self, now: Instant, ctx: &mut FeedCtx<'_>) -> bool {
+    /// The feeder's counters (its writes and evictions).
+    pub(crate) fn counters(&self) -> &L2Counters {
+        &self.counters
+    }
+
+    /// Housekeeping of its queue; returns how soon it wants the next.
+    pub(crate) fn tick(&mut self, now: Instant) -> Duration {
+        self.queue.tick(now)
+    }
+
+    /// Runs the feeder for one reactor loop iteration, at time `now`; while
+    /// `stopping`, it starts no cycle.
+    pub(crate) fn poll(&mut self, now: Instant, stopping: bool) -> FeedPoll {
         let freed = self.fow.drain();
-        ctx.counters.l2_free_on_write += freed;
-        let mut busy = freed > 0;
-        match self.phase {
-            Phase::Idle if ctx.stopping => {}
-            Phase::Idle if self.next_feed.is_none_or(|t| now >= t) => {
-                self.start_cycle(now, ctx);
-                busy = true;
+        self.counters.l2_free_on_write += freed;
+        let mut out = FeedPoll {
+            busy: freed > 0 || self.queue.in_flight() > 0,
+            next_feed: None,
+        };
+        if self.queue.in_flight() > 0 {
+            let mut done = std::mem::take(&mut self.done);
+            self.queue.poll(&mut done);
+            for c in done.drain(..) {
+                self.on_write_done(c);
             }
-            Phase::Idle => {}
-            Phase::Scanning | Phase::Evicting if ctx.stopping => {
+            self.done = done;
+        }
+        match self.phase {
+            Phase::Idle if stopping || !self.due => {}
+            Phase::Idle => {
+                out.next_feed = self.start_cycle(now);
+                out.busy = true;
+            }
+            Phase::Scanning | Phase::Evicting if stopping => {
                 // Replies may never come from reactors that have stopped.
-                self.abort_picks(ctx);
+                self.abort_picks();
                 self.phase = Phase::Idle;
             }
             Phase::Scanning | Phase::Evicting => {}
             Phase::Writing => {
                 let t = Instant::now();
-                busy |= self.fill_writes(ctx);
-                ctx.counters.l2_feed_ns += t.elapsed().as_nanos() as u64;
+                out.busy |= self.fill_writes();
+                self.counters.l2_feed_ns += t.elapsed().as_nanos() as u64;
                 if self.picks.is_empty() && self.writes.is_empty() {
-                    self.finish_cycle(now);
-                    busy = true;
+                    out.next_feed = Some(self.finish_cycle(now));
+                    out.busy = true;
                 }
             }
         }
-        busy
+        out
     }
 
-    fn start_cycle(&mut self, now: Instant, ctx: &mut FeedCtx<'_>) {
+    /// The feed timer of generation `gen` fired.
+    pub(crate) fn on_timer(&mut self, gen: u64) {
+        if gen == self.timer_gen && self.phase == Phase::Idle {
+            self.due = true;
+        }
+    }
+
+    /// A timer for the next feed at `at`: (time, generation).
+    fn arm(&mut self, at: Instant) -> (Instant, u64) {
+        self.due = false;
+        self.timer_gen += 1;
+        (at, self.timer_gen)
+    }
+
+    /// Starts a cycle, or, with nothing to write yet, returns when to try.
+    fn start_cycle(&mut self, now: Instant) -> Option<(Instant, u64)> {
         let cfg = &self.cfg;
         let elapsed = self
             .last_feed
@@ -221,10 +255,11 @@ impl Feeder {
         self.last_feed = Some(now);
         self.target = ((rate * elapsed) as u64).min(self.cap / 4);
         if self.target == 0 {
-            self.next_feed = Some(now + cfg.feed_interval);
-            return;
+            let interval = cfg.feed_interval;
+            return Some(self.arm(now + interval));
         }
-        ctx.counters.l2_feeds += 1;
+        self.due = false;
+        self.counters.l2_feeds += 1;
         let want = self.target.div_ceil(self.shards as u64);
         let rules = PickRules {
             want,
@@ -233,22 +268,24 @@ impl Feeder {
             mfuonly: cfg.mfuonly,
         };
         self.seq += 1;
-        self.due = self.shards;
+        self.awaited = self.shards;
         self.phase = Phase::Scanning;
         for to in 0..self.shards {
-            ctx.send(
+            self.link.send(
                 to,
-                Msg::L2Scan {
+                L2Msg::Scan {
                     dev: self.dev,
-                    feeder: ctx.me,
+                    feeder: self.me,
                     seq: self.seq,
                     rules,
                 },
             );
         }
+        None
     }
 
-    fn finish_cycle(&mut self, now: Instant) {
+    /// Ends a cycle; returns the timer of the next feed.
+    fn finish_cycle(&mut self, now: Instant) -> (Instant, u64) {
         self.phase = Phase::Idle;
         let (ok, failed) = (self.cycle_ok, self.cycle_failed);
         (self.cycle_ok, self.cycle_failed) = (0, 0);
@@ -267,9 +304,8 @@ impl Feeder {
                 );
             }
             self.backoff = Some(b);
-            self.next_feed = Some(now + b);
             self.wrote = 0;
-            return;
+            return self.arm(now + b);
         }
         if ok > 0 && self.backoff.take().is_some() {
             log::info!(
@@ -278,100 +314,57 @@ impl Feeder {
             );
         }
         let again = self.wrote * 2 > self.target;
-        self.next_feed = Some(
-            self.last_feed.unwrap_or(now)
-                + if again {
-                    self.cfg.feed_min_interval
-                } else {
-                    self.cfg.feed_interval
-                },
-        );
+        let interval = if again {
+            self.cfg.feed_min_interval
+        } else {
+            self.cfg.feed_interval
+        };
         self.wrote = 0;
+        let at = self.last_feed.unwrap_or(now) + interval;
+        self.arm(at)
     }
 
-    /// A shard's reply to `L2Scan`.
-    pub(crate) fn on_picked(
-        &mut self,
-        seq: u64,
-        picks: Vec<L2Pick<Buf>>,
-        warm: bool,
-        ctx: &mut FeedCtx<'_>,
-    ) {
+    /// A shard's reply to `Scan`.
+    pub(crate) fn on_picked(&mut self, seq: u64, picks: Vec<L2Pick<Buf>>, warm: bool) {
         if seq != self.seq || self.phase != Phase::Scanning {
             // A cycle abandoned at shutdown: release the blocks.
             for p in picks {
-                send_done(ctx, self.shards, self.dev, vec![(p.idx, p.hash, None)]);
+                self.send_done(vec![(p.idx, p.hash, None)]);
             }
             return;
         }
         self.warm |= warm;
         self.picks.extend(picks);
-        self.due -= 1;
-        if self.due == 0 {
-            self.plan(ctx);
+        self.awaited -= 1;
+        if self.awaited == 0 {
+            self.plan();
         }
     }
 
     /// A shard's staging queue is filling up: feed at the next poll.
     pub(crate) fn on_kick(&mut self) {
         if self.phase == Phase::Idle && self.backoff.is_none() {
-            self.next_feed = None;
+            self.due = true;
+            // The timer armed for the regular feed no longer counts.
+            self.timer_gen += 1;
         }
     }
 
-    /// A shard's acknowledgement of `L2Evict`.
+    /// A shard's acknowledgement of `Evict`.
     pub(crate) fn on_evict_ack(&mut self, seq: u64) {
         if seq == self.seq && self.phase == Phase::Evicting {
-            self.due -= 1;
-            if self.due == 0 {
+            self.awaited -= 1;
+            if self.awaited == 0 {
                 self.phase = Phase::Writing;
             }
         }
     }
 
-    /// Where in a write buffer a block of `size` bytes goes when the
-    /// buffer is filled to `pos`: the next 512-byte boundary, or the next
-    /// device block when its aligned read span would otherwise exceed the
-    /// largest pool buffer.
-    fn place(&self, pos: u64, size: u64) -> u64 {
-        let start = pos.next_multiple_of(L2_SECTOR);
-        if (start % self.bs + size).next_multiple_of(self.bs) > self.max_span {
-            pos.next_multiple_of(self.bs)
-        } else {
-            start
-        }
-    }
-
-    /// The room the picked blocks may take: the packing of
-    /// [`Feeder::fill_writes`] with every block raw (compression only
-    /// shrinks them), plus one block of slack.
-    fn room_needed(&self, sizes: impl Iterator<Item = u64>) -> u64 {
-        let (bs, ws) = (self.bs, self.write_size as u64);
-        let mut total = 0u64;
-        let mut pos = 0u64;
-        let mut room = 0u64;
-        for size in sizes {
-            loop {
-                if room == 0 {
-                    room = ws.max(size.next_multiple_of(bs));
-                    pos = 0;
-                }
-                let start = self.place(pos, size);
-                if start + size > room {
-                    total += pos.next_multiple_of(bs);
-                    room = 0;
-                    continue;
-                }
-                pos = start + size;
-                break;
-            }
-        }
-        total + pos.next_multiple_of(bs) + bs
-    }
-
-    fn plan(&mut self, ctx: &mut FeedCtx<'_>) {
+    fn plan(&mut self) {
         // Keep one cycle to at most a quarter of the device.
-        let mut need = self.room_needed(self.picks.iter().map(|p| u64::from(p.size)));
+        let mut need = self
+            .placement
+            .room_needed(self.picks.iter().map(|p| u64::from(p.size)));
         while need > self.cap / 4 {
             let drop_n = self.picks.len().div_ceil(4).max(1);
             let dropped: Vec<_> = self
@@ -379,8 +372,10 @@ impl Feeder {
                 .drain(self.picks.len() - drop_n..)
                 .map(|p| (p.idx, p.hash, None))
                 .collect();
-            send_done(ctx, self.shards, self.dev, dropped);
-            need = self.room_needed(self.picks.iter().map(|p| u64::from(p.size)));
+            self.send_done(dropped);
+            need = self
+                .placement
+                .room_needed(self.picks.iter().map(|p| u64::from(p.size)));
         }
         if self.picks.is_empty() {
             self.phase = Phase::Writing;
@@ -408,22 +403,22 @@ impl Feeder {
             }
         }
         self.seq += 1;
-        self.due = 0;
+        self.awaited = 0;
         for (to, r) in ranges.into_iter().enumerate() {
             if !r.is_empty() {
-                self.due += 1;
-                ctx.send(
+                self.awaited += 1;
+                self.link.send(
                     to,
-                    Msg::L2Evict {
+                    L2Msg::Evict {
                         dev: self.dev,
-                        feeder: ctx.me,
+                        feeder: self.me,
                         seq: self.seq,
                         ranges: r,
                     },
                 );
             }
         }
-        self.phase = if self.due == 0 {
+        self.phase = if self.awaited == 0 {
             Phase::Writing
         } else {
             Phase::Evicting
@@ -432,47 +427,48 @@ impl Feeder {
 
     /// Packs picked blocks into write buffers and submits them, keeping
     /// `writes_in_flight` in flight.
-    fn fill_writes(&mut self, ctx: &mut FeedCtx<'_>) -> bool {
+    fn fill_writes(&mut self) -> bool {
         let mut busy = false;
+        let bs = self.placement.block_size;
         // One write buffer per reactor loop iteration: packing several in a
         // row (about 0.65 ms of LZ4 each) held the reactor's reads behind
         // it (L2-hit p99 3.7 ms with one reactor).
         while !busy && self.writes.len() < self.cfg.writes_in_flight && !self.picks.is_empty() {
             busy = true;
-            let first = u64::from(self.picks[0].size).next_multiple_of(self.bs);
-            let want = (self.write_size as u64).max(first) as usize;
-            let Some(mut wbuf) = ctx.pool.alloc(want) else {
-                ctx.counters.l2_abort_lowmem += 1;
-                self.abort_picks(ctx);
+            let first = u64::from(self.picks[0].size).next_multiple_of(bs);
+            let want = self.placement.write_size.max(first) as usize;
+            let Some(mut wbuf) = self.pool.alloc(want) else {
+                self.counters.l2_abort_lowmem += 1;
+                self.abort_picks();
                 break;
             };
-            let room = (want as u64).min(wbuf.capacity() as u64 / self.bs * self.bs) as usize;
+            let room = (want as u64).min(wbuf.capacity() as u64 / bs * bs) as usize;
             let base = self.hand;
             let slice = wbuf.as_mut_slice();
             let mut pos = 0usize;
             let mut blocks: Vec<(HeaderIdx, u64, L2Loc)> = Vec::new();
             while let Some(p) = self.picks.front() {
                 let size = p.size as usize;
-                let start = self.place(pos as u64, u64::from(p.size)) as usize;
+                let start = self.placement.place(pos as u64, u64::from(p.size)) as usize;
                 if start + size > room {
                     break;
                 }
                 let p = self.picks.pop_front().expect("front exists");
-                ctx.counters.l2_feed_bytes += u64::from(p.size);
+                self.counters.l2_feed_bytes += u64::from(p.size);
                 let dst = &mut slice[start..start + size];
                 let packed =
                     match compress::pack(&p.data, dst, L2_SECTOR as usize, self.cfg.compress) {
                         Ok(packed) => packed,
                         Err(e) => {
                             log::error!("L2 feed: {e}");
-                            send_done(ctx, self.shards, self.dev, vec![(p.idx, p.hash, None)]);
+                            self.send_done(vec![(p.idx, p.hash, None)]);
                             continue;
                         }
                     };
                 match packed.encoding {
-                    Encoding::Empty => ctx.counters.l2_compress_zeros += 1,
-                    Encoding::Lz4 => ctx.counters.l2_compress_successes += 1,
-                    Encoding::Raw => ctx.counters.l2_compress_failures += 1,
+                    Encoding::Empty => self.counters.l2_compress_zeros += 1,
+                    Encoding::Lz4 => self.counters.l2_compress_successes += 1,
+                    Encoding::Raw => self.counters.l2_compress_failures += 1,
                 }
                 let stored = &slice[start..start + packed.len];
                 let loc = L2Loc::new(
@@ -487,7 +483,7 @@ impl Feeder {
                 blocks.push((p.idx, p.hash, loc));
                 pos = start + packed.len;
             }
-            let len = pos.next_multiple_of(self.bs as usize);
+            let len = pos.next_multiple_of(bs as usize);
             if base + len as u64 > self.region_end {
                 // The planned room was too small: a bug, but never one that
                 // overwrites data a shard may still read.
@@ -497,8 +493,8 @@ impl Feeder {
                     self.region_end
                 );
                 let done = blocks.into_iter().map(|(i, h, _)| (i, h, None)).collect();
-                send_done(ctx, self.shards, self.dev, done);
-                self.abort_picks(ctx);
+                self.send_done(done);
+                self.abort_picks();
                 break;
             }
             if len == 0 {
@@ -507,7 +503,7 @@ impl Feeder {
                     .into_iter()
                     .map(|(i, h, l)| (i, h, Some(l)))
                     .collect();
-                send_done(ctx, self.shards, self.dev, done);
+                self.send_done(done);
                 continue;
             }
             slice[pos..len].fill(0);
@@ -527,20 +523,20 @@ impl Feeder {
                 hashes,
             });
             self.next_tag += 1;
-            let tag = WRITE_TAG | (u64::from(self.dev) << 48) | (self.next_tag & ((1 << 48) - 1));
-            self.writes.insert(tag, InFlight { done });
+            let tag = self.next_tag;
+            self.writes.insert(tag, done);
             self.hand = base + len as u64;
             self.wrote += len as u64;
-            ctx.counters.l2_writes_sent += 1;
+            self.counters.l2_writes_sent += 1;
             self.shared.writes_in_flight.fetch_add(1, Relaxed);
-            ctx.queue.submit(tag, IoOp::Write { offset: base, buf });
+            self.queue.submit(tag, IoOp::Write { offset: base, buf });
         }
         busy
     }
 
     /// A feed write completed.
-    pub(crate) fn on_write_done(&mut self, c: Completion, ctx: &mut FeedCtx<'_>) {
-        let Some(w) = self.writes.remove(&c.tag) else {
+    fn on_write_done(&mut self, c: Completion) {
+        let Some(done) = self.writes.remove(&c.tag) else {
             log::error!("L2 feeder {}: unknown write tag {:x}", self.dev, c.tag);
             return;
         };
@@ -553,25 +549,25 @@ impl Feeder {
         }
         if let IoBuf::Write(buf) = c.buf {
             if ok {
-                ctx.counters.l2_writes_done += 1;
-                ctx.counters.l2_write_bytes += buf.len() as u64;
+                self.counters.l2_writes_done += 1;
+                self.counters.l2_write_bytes += buf.len() as u64;
             }
             // Only now that the device gave it back may it return to the pool.
             self.fow.push(buf);
         }
         if let Err(e) = &c.result {
-            ctx.counters.l2_writes_error += 1;
+            self.counters.l2_writes_error += 1;
             log::warn!("L2 feed write failed: {e}; its blocks get no L2 copy");
         }
-        for (to, entries) in w.done.into_iter().enumerate() {
+        for (to, entries) in done.into_iter().enumerate() {
             if !entries.is_empty() {
                 let entries = entries
                     .into_iter()
                     .map(|(i, l)| (i, ok.then_some(l)))
                     .collect();
-                ctx.send(
+                self.link.send(
                     to,
-                    Msg::L2Done {
+                    L2Msg::Done {
                         dev: self.dev,
                         entries,
                     },
@@ -581,31 +577,32 @@ impl Feeder {
     }
 
     /// Releases every picked block without writing it.
-    fn abort_picks(&mut self, ctx: &mut FeedCtx<'_>) {
+    fn abort_picks(&mut self) {
         let all = self
             .picks
             .drain(..)
             .map(|p| (p.idx, p.hash, None))
             .collect();
-        send_done(ctx, self.shards, self.dev, all);
+        self.send_done(all);
     }
-}
 
-/// Sends done messages for `(header, key hash, location)` triples,
-/// grouped by owning shard.
-fn send_done(
-    ctx: &mut FeedCtx<'_>,
-    shards: usize,
-    dev: u8,
-    blocks: Vec<(HeaderIdx, u64, Option<L2Loc>)>,
-) {
-    let mut per: Vec<Vec<(HeaderIdx, Option<L2Loc>)>> = vec![Vec::new(); shards];
-    for (idx, hash, loc) in blocks {
-        per[shard_of(hash, shards)].push((idx, loc));
-    }
-    for (to, entries) in per.into_iter().enumerate() {
-        if !entries.is_empty() {
-            ctx.send(to, Msg::L2Done { dev, entries });
+    /// Sends done messages for `(header, key hash, location)` triples,
+    /// grouped by owning shard.
+    fn send_done(&self, blocks: Vec<(HeaderIdx, u64, Option<L2Loc>)>) {
+        let mut per: Vec<Vec<(HeaderIdx, Option<L2Loc>)>> = vec![Vec::new(); self.shards];
+        for (idx, hash, loc) in blocks {
+            per[shard_of(hash, self.shards)].push((idx, loc));
+        }
+        for (to, entries) in per.into_iter().enumerate() {
+            if !entries.is_empty() {
+                self.link.send(
+                    to,
+                    L2Msg::Done {
+                        dev: self.dev,
+                        entries,
+                    },
+                );
+            }
         }
     }
 }

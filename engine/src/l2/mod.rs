@@ -2,25 +2,39 @@
 //! devices, fed from the cold ends of the ARC lists (the seed, rebuilt as
 //! reactor messages; see `docs/l2.md` and `docs/format.md`).
 //!
-//! * Every reactor opens its own queue on every L2 device and reads its
-//!   own shard's L2 hits on it ([`read`]).
-//! * One reactor per device runs its [`feeder`]: it asks every shard for
-//!   blocks (`L2Scan`), the replies are the deferred write list
-//!   (`L2Picked`); it drops the L2 copies in the range ahead of the write
-//!   hand (`L2Evict`, acknowledged once no read of the range is in
-//!   flight), packs the blocks into large aligned writes, and on completion
-//!   tells the owning shards where their blocks landed (`L2Done`, the
-//!   deferred done list). Write buffers go back to the pool through the
-//!   free-on-write ring only after their write completed.
+//! * [`format`]: what the bytes on a device are, and where blocks go.
+//! * [`msg`]: the protocol between a device's feeder and the shards.
+//! * `read`: every reactor opens its own queue on every L2 device and
+//!   reads its own shard's L2 hits on it; evict messages wait for the
+//!   reads of their range.
+//! * `feeder`: one reactor per device runs its feeder, on a queue of its
+//!   own. It asks every shard for blocks (`Scan`); the replies are the
+//!   deferred write list (`Picked`). It drops the L2 copies in the range
+//!   ahead of the write hand (`Evict`, acknowledged once no read of the
+//!   range is in flight), packs the blocks into large aligned writes, and
+//!   on completion tells the owning shards where their blocks landed
+//!   (`Done`, the deferred done list). Write buffers go back to the pool
+//!   through the free-on-write ring only after their write completed.
+//!
+//! [`L2`] is one reactor's part of all this; the reactor runs it through
+//! pollers and timers that the core registers.
 #![forbid(unsafe_code)]
 
+pub mod compress;
 pub(crate) mod feeder;
+pub mod format;
+pub(crate) mod msg;
 pub(crate) mod read;
 
-use crate::device::{BlockDevice, DeviceInfo, DeviceQueue};
+pub(crate) use msg::{L2Link, L2Msg};
+
+use crate::bufpool::{Buf, BufPool};
+use crate::device::{BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, MAX_TICK};
+use crate::shard::Shard;
+use feeder::Feeder;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The L2 knobs, with ZFS's meaning (`l2arc_*` module parameters).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -173,44 +187,39 @@ pub struct L2Counters {
     pub l2_feed_ns: u64,
 }
 
-/// Adds `b` to `a`, field by field.
-pub(crate) fn add_counters(a: &mut L2Counters, b: &L2Counters) {
-    crate::stats::add_fields!(
-        a,
-        b,
-        L2Counters {
-            l2_hits,
-            l2_misses,
-            l2_feeds,
-            l2_read_bytes,
-            l2_write_bytes,
-            l2_writes_sent,
-            l2_writes_done,
-            l2_writes_error,
-            l2_rw_clash,
-            l2_evict_reading,
-            l2_evict_l1cached,
-            l2_evicted,
-            l2_free_on_write,
-            l2_abort_lowmem,
-            l2_cksum_bad,
-            l2_io_error,
-            l2_compress_successes,
-            l2_compress_failures,
-            l2_compress_zeros,
-            l2_norw_skips,
-            l2_log_bytes,
-            l2_feed_bytes,
-            l2_feed_ns
-        }
-    );
-}
-
-/// The checksum of a block's stored bytes, keyed by its key's tag
-/// ([`crate::shard::key_tag`]): xxh3-64 folded to 32 bits.
-pub fn checksum(tag: u64, stored: &[u8]) -> u32 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(stored, tag);
-    (h ^ (h >> 32)) as u32
+impl L2Counters {
+    /// Adds `b`, field by field.
+    pub(crate) fn add(&mut self, b: &L2Counters) {
+        add_fields!(
+            self,
+            b,
+            L2Counters {
+                l2_hits,
+                l2_misses,
+                l2_feeds,
+                l2_read_bytes,
+                l2_write_bytes,
+                l2_writes_sent,
+                l2_writes_done,
+                l2_writes_error,
+                l2_rw_clash,
+                l2_evict_reading,
+                l2_evict_l1cached,
+                l2_evicted,
+                l2_free_on_write,
+                l2_abort_lowmem,
+                l2_cksum_bad,
+                l2_io_error,
+                l2_compress_successes,
+                l2_compress_failures,
+                l2_compress_zeros,
+                l2_norw_skips,
+                l2_log_bytes,
+                l2_feed_bytes,
+                l2_feed_ns
+            }
+        );
+    }
 }
 
 /// What every reactor knows of one L2 device.
@@ -229,22 +238,23 @@ pub(crate) struct DevQueue {
     pub queue: Box<dyn DeviceQueue>,
 }
 
-/// Tags of feed writes have this bit set; tags of reads do not.
-pub(crate) const WRITE_TAG: u64 = 1 << 63;
-
-/// A reactor's L2 state.
-pub(crate) struct L2Core {
-    pub cfg: Arc<L2Config>,
-    pub devs: Vec<DevQueue>,
-    pub reads: read::Reads,
-    pub feeders: Vec<feeder::Feeder>,
-    pub counters: L2Counters,
-    /// Scratch for completions.
-    pub done: Vec<crate::device::Completion>,
+/// A reactor's L2 state: its read queues and reads in flight, and the
+/// feeders of the devices it feeds.
+pub(crate) struct L2 {
+    me: usize,
+    cfg: Arc<L2Config>,
+    link: Arc<dyn L2Link>,
+    pool: BufPool,
+    /// This reactor's read queue on every device, by device index.
+    devs: Vec<DevQueue>,
+    reads: read::Reads,
+    feeders: Vec<Feeder>,
+    /// Counters of the read side.
+    counters: L2Counters,
     /// A kick was sent since the last scan.
-    pub kicked: bool,
-    /// Loop iterations, for reading the clock only now and then.
-    pub clock_tick: u32,
+    kicked: bool,
+    /// Scratch for completions.
+    done: Vec<Completion>,
 }
 
 /// What a reactor needs to open its L2 queues.
@@ -254,51 +264,152 @@ pub(crate) struct L2Setup {
     pub devs: Vec<Arc<DevShared>>,
 }
 
-impl L2Core {
-    /// Opens reactor `me`'s queue on every device and creates the feeders
-    /// of the devices it feeds. Runs on the reactor's own thread: a queue
+impl L2 {
+    /// Opens reactor `me`'s read queue on every device and the feeders of
+    /// the devices it feeds. Runs on the reactor's own thread: a queue
     /// belongs to the thread that polls it.
     pub(crate) fn open(
         setup: L2Setup,
         me: usize,
-        shards: usize,
-        pool: &crate::bufpool::BufPool,
-    ) -> Result<L2Core, crate::device::DeviceError> {
+        link: Arc<dyn L2Link>,
+        pool: &BufPool,
+    ) -> Result<L2, DeviceError> {
         let mut devs = Vec::new();
         let mut feeders = Vec::new();
         for (i, shared) in setup.devs.into_iter().enumerate() {
-            let mut depth = setup.cfg.queue_depth;
             if shared.feeder == me {
-                depth += setup.cfg.writes_in_flight;
-                feeders.push(feeder::Feeder::new(
+                feeders.push(Feeder::new(
                     i as u8,
+                    me,
                     shared.clone(),
                     setup.cfg.clone(),
-                    shards,
+                    link.clone(),
                     pool,
-                ));
+                )?);
             }
-            let mut queue = shared.device.open_queue(depth)?;
+            let mut queue = shared.device.open_queue(setup.cfg.queue_depth)?;
             queue.register_pool(pool)?;
             devs.push(DevQueue { shared, queue });
         }
-        Ok(L2Core {
+        Ok(L2 {
+            me,
             cfg: setup.cfg,
+            link,
+            pool: pool.clone(),
             devs,
             reads: read::Reads::default(),
             feeders,
             counters: L2Counters::default(),
-            done: Vec::new(),
             kicked: false,
-            clock_tick: 0,
+            done: Vec::new(),
         })
     }
 
     /// True when no L2 I/O of this reactor is in flight and its feeders
     /// are idle.
-    pub fn quiet(&self) -> bool {
-        self.devs.iter().all(|d| d.queue.in_flight() == 0)
-            && self.feeders.iter().all(feeder::Feeder::idle)
+    pub(crate) fn quiet(&self) -> bool {
+        self.devs.iter().all(|d| d.queue.in_flight() == 0) && self.feeders.iter().all(Feeder::idle)
+    }
+
+    /// Handles one message of the L2 protocol. `shard` is this reactor's.
+    pub(crate) fn handle(&mut self, msg: L2Msg, shard: &mut Shard<Buf>) {
+        match msg {
+            L2Msg::Scan {
+                dev,
+                feeder,
+                seq,
+                rules,
+            } => {
+                let picks = shard.l2_pick(&rules);
+                self.kicked = false;
+                let c = shard.counters;
+                let warm = c.evict_mru + c.evict_mfu > 0;
+                self.link.send(
+                    feeder,
+                    L2Msg::Picked {
+                        dev,
+                        seq,
+                        picks,
+                        warm,
+                    },
+                );
+            }
+            L2Msg::Picked {
+                dev,
+                seq,
+                picks,
+                warm,
+            } => {
+                if let Some(f) = self.feeder(dev) {
+                    f.on_picked(seq, picks, warm);
+                }
+            }
+            L2Msg::Evict {
+                dev,
+                feeder,
+                seq,
+                ranges,
+            } => self.evict(shard, dev, feeder, seq, ranges),
+            L2Msg::EvictAck { dev, seq } => {
+                if let Some(f) = self.feeder(dev) {
+                    f.on_evict_ack(seq);
+                }
+            }
+            L2Msg::Kick { dev } => {
+                if let Some(f) = self.feeder(dev) {
+                    f.on_kick();
+                }
+            }
+            L2Msg::Done { entries, .. } => {
+                for (idx, loc) in entries {
+                    shard.l2_done(idx, loc);
+                }
+            }
+        }
+    }
+
+    /// The feeder of device `dev`, which this reactor must run.
+    fn feeder(&mut self, dev: u8) -> Option<&mut Feeder> {
+        let f = self.feeders.iter_mut().find(|f| f.dev == dev);
+        if f.is_none() {
+            log::error!("reactor {}: no feeder for L2 device {dev}", self.me);
+        }
+        f
+    }
+
+    /// The feeders this reactor runs.
+    pub(crate) fn feeders_mut(&mut self) -> &mut [Feeder] {
+        &mut self.feeders
+    }
+
+    /// When blocks pile up in the shard's staging queue, asks every
+    /// device's feeder to come now (once per scan).
+    pub(crate) fn kick_if_staging(&mut self, shard: &Shard<Buf>) {
+        if !self.kicked && shard.l2_stage_pressure() {
+            self.kicked = true;
+            for (dev, d) in self.devs.iter().enumerate() {
+                self.link
+                    .send(d.shared.feeder, L2Msg::Kick { dev: dev as u8 });
+            }
+        }
+    }
+
+    /// Housekeeping of every queue of this reactor (see
+    /// [`DeviceQueue::tick`]); returns how soon they want the next.
+    pub(crate) fn tick(&mut self, now: Instant) -> Duration {
+        let reads = self.devs.iter_mut().map(|d| d.queue.tick(now));
+        let feeds = self.feeders.iter_mut().map(|f| f.tick(now));
+        reads.chain(feeds).fold(MAX_TICK, Duration::min)
+    }
+
+    /// This reactor's L2 counters: its reads and its feeders.
+    pub(crate) fn counters(&self) -> L2Counters {
+        let mut c = self.counters;
+        for f in &self.feeders {
+            c.add(f.counters());
+            c.l2_log_bytes += f.log_bytes();
+        }
+        c
     }
 }
 

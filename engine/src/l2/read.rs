@@ -1,24 +1,46 @@
 //! The L2 read path, run by the reactor that owns the block (DESIGN §3,
 //! step 2): read the stored bytes on this reactor's own queue, verify the
-//! checksum, unpack, fill. Any failure (I/O error, checksum mismatch,
-//! corrupt encoding) drops the L2 copy, is counted, and the fill goes on
-//! to the backing store: the caller never sees the cache device's errors.
+//! checksum, unpack. Any failure (I/O error, checksum mismatch, corrupt
+//! encoding) drops the L2 copy and is counted; the caller then reads the
+//! backing store, so it never sees the cache device's errors.
 //!
 //! Also here: evict messages, acknowledged only once no read of the
 //! evicted range is in flight, so the feeder never overwrites bytes that
 //! a read is still transferring.
 
-use super::checksum;
-use crate::compress::{self, Encoding};
-use crate::core::{Core, Msg};
+use super::compress;
+use super::format::{checksum, key_tag, Encoding, L2Loc};
+use super::{L2Msg, L2};
+use crate::bufpool::Buf;
 use crate::device::{Completion, IoBuf, IoOp};
-use crate::shard::{key_tag, Flags, HeaderIdx, L2Loc};
+use crate::shard::{Flags, HeaderIdx, Shard};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// What a lookup of a block's L2 copy started.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A device read is in flight; its [`ReadOutcome`] comes from
+    /// [`L2::poll_reads`].
+    Reading,
+    /// The block is all zeros (stored as nothing): here it is.
+    Zeros(Buf),
+    /// No usable copy: read the backing store.
+    Miss,
+}
+
+/// A completed L2 read.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// The block of this header, verified and unpacked.
+    Hit(HeaderIdx, Buf),
+    /// The copy was unusable and is dropped: read the backing store.
+    Failed(HeaderIdx),
+}
+
 /// An L2 read in flight.
 #[derive(Debug)]
-pub(crate) struct ReadCtx {
+struct ReadCtx {
     idx: HeaderIdx,
     loc: L2Loc,
     span_start: u64,
@@ -41,45 +63,52 @@ pub(crate) struct Reads {
     waits: Vec<EvictWait>,
 }
 
-impl Core {
-    /// Tries to fill header `idx` (just begun) from L2. Returns false when
-    /// there is no usable copy; the caller then reads the backing store.
-    pub(crate) fn l2_try_read(&mut self, idx: HeaderIdx) -> bool {
-        let Some(l2) = self.l2.as_mut() else {
-            return false;
-        };
-        let h = self.shard.header(idx);
+impl L2 {
+    /// Looks for a usable L2 copy of header `idx`, whose fill has just
+    /// begun, and starts reading it.
+    pub(crate) fn try_read(&mut self, shard: &mut Shard<Buf>, idx: HeaderIdx) -> Lookup {
+        let h = shard.header(idx);
         let loc = h.l2;
         if h.flags.contains(Flags::L2_WRITING) {
-            l2.counters.l2_rw_clash += 1;
-            return false;
+            self.counters.l2_rw_clash += 1;
+            return Lookup::Miss;
         }
         if !loc.is_some() {
-            l2.counters.l2_misses += 1;
-            return false;
+            self.counters.l2_misses += 1;
+            return Lookup::Miss;
         }
-        let Some(dq) = l2.devs.get_mut(usize::from(loc.dev())) else {
-            l2.counters.l2_misses += 1;
-            return false;
+        let Some(dq) = self.devs.get_mut(usize::from(loc.dev())) else {
+            self.counters.l2_misses += 1;
+            return Lookup::Miss;
         };
-        if l2.cfg.norw && dq.shared.writes_in_flight.load(Relaxed) > 0 {
-            l2.counters.l2_norw_skips += 1;
-            return false;
+        if self.cfg.norw && dq.shared.writes_in_flight.load(Relaxed) > 0 {
+            self.counters.l2_norw_skips += 1;
+            return Lookup::Miss;
         }
         if loc.encoding() == Encoding::Empty {
-            let ok = loc.cksum() == checksum(key_tag(&h.key), &[]);
-            return self.l2_fill_zeros(idx, loc, ok);
+            if loc.cksum() != checksum(key_tag(&h.key), &[]) {
+                self.counters.l2_cksum_bad += 1;
+                shard.l2_drop(idx, loc);
+                return Lookup::Miss;
+            }
+            let Some(mut b) = self.pool.alloc(loc.lsize() as usize) else {
+                self.counters.l2_misses += 1;
+                return Lookup::Miss;
+            };
+            self.counters.l2_hits += 1;
+            b.as_mut_slice()[..loc.lsize() as usize].fill(0);
+            return Lookup::Zeros(b.freeze(loc.lsize() as usize));
         }
         let bs = u64::from(dq.shared.info.block_size);
         let span_start = loc.offset() / bs * bs;
         let span_end = (loc.offset() + u64::from(loc.psize())).next_multiple_of(bs);
         let Some(buf) = self.pool.alloc((span_end - span_start) as usize) else {
-            l2.counters.l2_misses += 1;
-            return false;
+            self.counters.l2_misses += 1;
+            return Lookup::Miss;
         };
-        l2.reads.next += 1;
-        let tag = l2.reads.next & !super::WRITE_TAG;
-        l2.reads.map.insert(
+        self.reads.next += 1;
+        let tag = self.reads.next;
+        self.reads.map.insert(
             tag,
             ReadCtx {
                 idx,
@@ -95,42 +124,45 @@ impl Core {
                 buf,
             },
         );
-        true
+        Lookup::Reading
     }
 
-    fn l2_fill_zeros(&mut self, idx: HeaderIdx, loc: L2Loc, ok: bool) -> bool {
-        let l2 = self.l2.as_mut().expect("L2 configured");
-        if !ok {
-            l2.counters.l2_cksum_bad += 1;
-            self.shard.l2_drop(idx, loc);
-            return false;
+    /// Polls this reactor's read queues; completed reads go to `out`. True
+    /// when a read completed or is still in flight (the reactor must not
+    /// park then: completions are not messages).
+    pub(crate) fn poll_reads(
+        &mut self,
+        shard: &mut Shard<Buf>,
+        out: &mut Vec<ReadOutcome>,
+    ) -> bool {
+        let mut done = std::mem::take(&mut self.done);
+        let mut busy = false;
+        for d in self.devs.iter_mut() {
+            if d.queue.in_flight() > 0 {
+                busy = true;
+                d.queue.poll(&mut done);
+            }
         }
-        let Some(mut b) = self.pool.alloc(loc.lsize() as usize) else {
-            l2.counters.l2_misses += 1;
-            return false;
-        };
-        l2.counters.l2_hits += 1;
-        b.as_mut_slice()[..loc.lsize() as usize].fill(0);
-        self.finish_l2_fill(idx, b.freeze(loc.lsize() as usize));
-        true
+        for c in done.drain(..) {
+            self.read_done(shard, c, out);
+        }
+        self.done = done;
+        busy
     }
 
-    /// An L2 read completed.
-    pub(crate) fn l2_read_done(&mut self, c: Completion) {
-        let l2 = self.l2.as_mut().expect("L2 configured");
-        let Some(r) = l2.reads.map.remove(&c.tag) else {
-            log::error!("reactor {}: unknown L2 read tag {}", self.id, c.tag);
+    fn read_done(&mut self, shard: &mut Shard<Buf>, c: Completion, out: &mut Vec<ReadOutcome>) {
+        let Some(r) = self.reads.map.remove(&c.tag) else {
+            log::error!("reactor {}: unknown L2 read tag {}", self.me, c.tag);
             return;
         };
-        self.l2_release_waits(c.tag);
-        let l2 = self.l2.as_mut().expect("L2 configured");
+        self.release_waits(c.tag);
         let IoBuf::Read(rbuf) = c.buf else {
             unreachable!("a read completes with its read buffer")
         };
         let block = match c.result {
             Err(e) => {
                 log::warn!("L2 read of {:?}: {e}; reading the backing store", r.loc);
-                l2.counters.l2_io_error += 1;
+                self.counters.l2_io_error += 1;
                 None
             }
             Ok(()) => {
@@ -140,9 +172,9 @@ impl Core {
                 let lsize = loc.lsize() as usize;
                 let frozen = rbuf.freeze(off + psize);
                 let stored = &frozen[off..];
-                let tag = key_tag(&self.shard.header(r.idx).key);
+                let tag = key_tag(&shard.header(r.idx).key);
                 if checksum(tag, stored) != loc.cksum() {
-                    l2.counters.l2_cksum_bad += 1;
+                    self.counters.l2_cksum_bad += 1;
                     None
                 } else if loc.encoding() == Encoding::Raw && off == 0 && psize == lsize {
                     // Zero-copy: the read buffer becomes the block.
@@ -150,7 +182,7 @@ impl Core {
                 } else {
                     match self.pool.alloc(lsize) {
                         None => {
-                            l2.counters.l2_misses += 1;
+                            self.counters.l2_misses += 1;
                             None
                         }
                         Some(mut b) => {
@@ -162,7 +194,7 @@ impl Core {
                                 Ok(()) => Some(b.freeze(lsize)),
                                 Err(e) => {
                                     log::warn!("L2 block {loc:?}: {e}");
-                                    l2.counters.l2_cksum_bad += 1;
+                                    self.counters.l2_cksum_bad += 1;
                                     None
                                 }
                             }
@@ -173,35 +205,33 @@ impl Core {
         };
         match block {
             Some(b) => {
-                l2.counters.l2_hits += 1;
-                l2.counters.l2_read_bytes += u64::from(r.loc.psize());
-                self.finish_l2_fill(r.idx, b);
+                self.counters.l2_hits += 1;
+                self.counters.l2_read_bytes += u64::from(r.loc.psize());
+                out.push(ReadOutcome::Hit(r.idx, b));
             }
             None => {
-                self.shard.l2_drop(r.idx, r.loc);
-                self.start_backing_read(r.idx);
+                shard.l2_drop(r.idx, r.loc);
+                out.push(ReadOutcome::Failed(r.idx));
             }
         }
     }
 
     /// The feeder will overwrite these ranges of device `dev`: drop the L2
     /// copies there, then acknowledge once no read of them is in flight.
-    pub(crate) fn l2_evict(
+    pub(super) fn evict(
         &mut self,
+        shard: &mut Shard<Buf>,
         dev: u8,
         feeder: usize,
         seq: u64,
         ranges: Vec<(u64, u64, Vec<u32>)>,
     ) {
-        let Some(l2) = self.l2.as_mut() else {
-            return;
-        };
         for (start, end, hashes) in &ranges {
-            let e = self.shard.l2_evict(dev, *start, *end, hashes);
-            l2.counters.l2_evicted += e.dropped;
-            l2.counters.l2_evict_l1cached += e.l1cached;
+            let e = shard.l2_evict(dev, *start, *end, hashes);
+            self.counters.l2_evicted += e.dropped;
+            self.counters.l2_evict_l1cached += e.l1cached;
         }
-        let tags: Vec<u64> = l2
+        let tags: Vec<u64> = self
             .reads
             .map
             .iter()
@@ -214,10 +244,10 @@ impl Core {
             .map(|(t, _)| *t)
             .collect();
         if tags.is_empty() {
-            self.send(feeder, Msg::L2EvictAck { dev, seq });
+            self.link.send(feeder, L2Msg::EvictAck { dev, seq });
         } else {
-            l2.counters.l2_evict_reading += tags.len() as u64;
-            l2.reads.waits.push(EvictWait {
+            self.counters.l2_evict_reading += tags.len() as u64;
+            self.reads.waits.push(EvictWait {
                 feeder,
                 dev,
                 seq,
@@ -226,23 +256,25 @@ impl Core {
         }
     }
 
-    fn l2_release_waits(&mut self, tag: u64) {
-        let l2 = self.l2.as_mut().expect("L2 configured");
-        if l2.reads.waits.is_empty() {
+    fn release_waits(&mut self, tag: u64) {
+        if self.reads.waits.is_empty() {
             return;
         }
-        let mut acks = Vec::new();
-        l2.reads.waits.retain_mut(|w| {
+        let link = &self.link;
+        self.reads.waits.retain_mut(|w| {
             w.tags.retain(|&t| t != tag);
             if w.tags.is_empty() {
-                acks.push((w.feeder, w.dev, w.seq));
+                link.send(
+                    w.feeder,
+                    L2Msg::EvictAck {
+                        dev: w.dev,
+                        seq: w.seq,
+                    },
+                );
                 false
             } else {
                 true
             }
         });
-        for (feeder, dev, seq) in acks {
-            self.send(feeder, Msg::L2EvictAck { dev, seq });
-        }
     }
 }

@@ -14,48 +14,31 @@
 //! no header is still `L2_WRITING`, every write buffer went through the
 //! free-on-write ring, and no pool buffer is outstanding.
 
-use super::{DevShared, L2Config, L2Core, L2Setup};
+use super::{DevShared, L2Config, L2Setup, L2};
 use crate::backing::{BackingStore, ReadDone};
 use crate::bufpool::BufPool;
-use crate::core::{Core, Msg, MsgKey, Op, Outcome, Reply, Request};
+use crate::core::msg::{MailboxLink, Mailboxes, Msg};
+use crate::core::{pollers, Core};
 use crate::device::{
     check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
 };
-use crate::reactor::Mailbox;
+use crate::reactor::{Mailbox, Reactor};
+use crate::request::{MsgKey, Op, Outcome, Reply, Request};
 use crate::shard::{hash_key, shard_of, Flags, Policy, Shard, StageRules};
-use crate::SimStore;
+use crate::testing::fixtures::{block, bump, current_block, key, version, Versions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KEYS: u64 = 60;
-
-fn key(k: u64) -> Vec<u8> {
-    format!("k{k}").into_bytes()
-}
-
-fn block(k: u64, v: u64) -> Vec<u8> {
-    let len = 512 + (k as usize * 397) % 3585;
-    if k % 10 == 9 {
-        return vec![0; len];
-    }
-    let mut seed = key(k);
-    seed.extend_from_slice(&v.to_le_bytes());
-    SimStore::content(&seed, len, 2.0)
-}
-
-type Versions = Arc<Mutex<HashMap<u64, u64>>>;
 
 /// Answers at once, in the calling reactor: no threads, no timing.
 struct InlineStore(Versions);
 
 impl BackingStore for InlineStore {
     fn read(&self, k: &[u8], done: ReadDone) {
-        let k: u64 = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
-        let v = *self.0.lock().unwrap().get(&k).unwrap_or(&0);
-        done.complete(Ok(block(k, v)));
+        done.complete(current_block(&self.0, k));
     }
     fn describe(&self) -> String {
         "inline".into()
@@ -177,15 +160,14 @@ struct Seen {
     stage_dropped: u64,
 }
 
-fn step_core(core: &mut Core, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
-    for _ in 0..msgs {
-        match mb.pop() {
-            Some(m) => core.handle(m),
-            None => break,
-        }
-    }
-    core.poll_l2_at(Some(now));
-    core.flush();
+/// One reactor with its host, stepped by hand on the fake clock.
+struct SimReactor {
+    core: Core,
+    reactor: Reactor<Core>,
+}
+
+fn step(r: &mut SimReactor, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
+    r.reactor.step(&mut r.core, mb, msgs, Some(now));
 }
 
 fn run(seed: u64) -> Seen {
@@ -194,8 +176,7 @@ fn run(seed: u64) -> Seen {
     let pool = BufPool::new(32 << 20, 4096, false).unwrap();
     let local = pool.register_local_cache();
     let me = std::thread::current();
-    let mbs: Arc<[Arc<Mailbox<Msg>>]> =
-        (0..n).map(|_| Arc::new(Mailbox::new(me.clone()))).collect();
+    let mbs: Mailboxes = (0..n).map(|_| Arc::new(Mailbox::new(me.clone()))).collect();
     let versions: Versions = Arc::default();
     let backing: Arc<dyn BackingStore> = Arc::new(InlineStore(versions.clone()));
     let cap = 64u64 << 10;
@@ -226,7 +207,8 @@ fn run(seed: u64) -> Seen {
         })],
     };
     let stage = rng.gen_bool(0.5);
-    let mut cores: Vec<Core> = (0..n)
+    let mut now = Instant::now();
+    let mut cores: Vec<SimReactor> = (0..n)
         .map(|i| {
             let mut c = Core::new(
                 i,
@@ -236,7 +218,8 @@ fn run(seed: u64) -> Seen {
                 mbs.clone(),
                 4096,
             );
-            c.l2 = Some(Box::new(L2Core::open(setup.clone(), i, n, &pool).unwrap()));
+            let link = Arc::new(MailboxLink(mbs.clone()));
+            c.l2 = Some(Box::new(L2::open(setup.clone(), i, link, &pool).unwrap()));
             if stage {
                 c.shard.l2_set_stage(StageRules {
                     limit: 3 << 10,
@@ -244,10 +227,11 @@ fn run(seed: u64) -> Seen {
                     mfuonly: false,
                 });
             }
-            c
+            let mut reactor = Reactor::new(now);
+            pollers::register_l2(&mut reactor, &mut c);
+            SimReactor { core: c, reactor }
         })
         .collect();
-    let mut now = Instant::now();
     type Waiting = (u64, u64, oneshot::Receiver<Outcome>);
     let mut waiting: Vec<Waiting> = Vec::new();
     let send = |op: Op, k: u64, reply: Reply| {
@@ -280,13 +264,13 @@ fn run(seed: u64) -> Seen {
             let k = rng.gen_range(0..KEYS);
             match rng.gen_range(0..10) {
                 0 if !waiting.iter().any(|w| w.0 == k) => {
-                    *versions.lock().unwrap().entry(k).or_insert(0) += 1;
+                    bump(&versions, k);
                     send(Op::Invalidate, k, Reply::None);
                 }
                 1 => send(Op::Prefetch, k, Reply::None),
                 _ => {
                     let (tx, rx) = oneshot::channel();
-                    let v = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+                    let v = version(&versions, k);
                     send(Op::Read, k, Reply::Client(tx));
                     waiting.push((k, v, rx));
                 }
@@ -294,20 +278,22 @@ fn run(seed: u64) -> Seen {
         } else {
             let c = rng.gen_range(0..n);
             let msgs = rng.gen_range(0..4);
-            step_core(&mut cores[c], &mbs[c], msgs, now);
+            step(&mut cores[c], &mbs[c], msgs, now);
         }
         check(&mut waiting);
     }
     // Quiesce: no new feeds, then run everything to completion.
     for c in cores.iter_mut() {
-        c.stopping = true;
+        c.core.stopping = true;
     }
-    let quiet = |cores: &[Core]| cores.iter().all(Core::quiet) && mbs.iter().all(|m| m.is_empty());
+    let quiet = |cores: &[SimReactor]| {
+        cores.iter().all(|c| c.core.quiet()) && mbs.iter().all(|m| m.is_empty())
+    };
     let mut rounds = 0;
     while !quiet(&cores) || !waiting.is_empty() {
         now += Duration::from_millis(1);
         for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step_core(c, mb, 64, now);
+            step(c, mb, 64, now);
         }
         check(&mut waiting);
         rounds += 1;
@@ -315,27 +301,31 @@ fn run(seed: u64) -> Seen {
     }
     for c in cores.iter_mut() {
         // Staged blocks wait for a feeder that has stopped.
-        c.shard.l2_unstage_all();
-        assert_eq!(c.shard.headers_with(Flags::L2_WRITING), 0, "seed {seed}");
+        c.core.shard.l2_unstage_all();
+        assert_eq!(
+            c.core.shard.headers_with(Flags::L2_WRITING),
+            0,
+            "seed {seed}"
+        );
     }
     // Every key once more: L2 copies are read and verified.
     for k in 0..KEYS {
         let (tx, rx) = oneshot::channel();
-        let v = *versions.lock().unwrap().get(&k).unwrap_or(&0);
+        let v = version(&versions, k);
         send(Op::Read, k, Reply::Client(tx));
         waiting.push((k, v, rx));
     }
     while !quiet(&cores) || !waiting.is_empty() {
         now += Duration::from_millis(1);
         for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step_core(c, mb, 64, now);
+            step(c, mb, 64, now);
         }
         check(&mut waiting);
     }
     let mut seen = Seen::default();
     let (mut sent, mut freed) = (0, 0);
     for c in &cores {
-        let s = c.stats();
+        let s = c.core.stats();
         assert_eq!(
             s.l2.l2_cksum_bad, 0,
             "seed {seed}: a copy pointed at overwritten data"

@@ -1,6 +1,8 @@
 //! Pollers: work a reactor runs on every loop iteration.
 #![forbid(unsafe_code)]
 
+use super::Sched;
+
 /// What a poller did this iteration; feeds the busy/idle statistics and
 /// the idle strategy (a reactor parks only when every poller is idle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,8 +15,16 @@ pub enum PollStatus {
     Done,
 }
 
-/// A poller over the reactor's state `C`.
-pub trait Poller<C>: Send {
+/// A poller over the reactor's host `H`. It may arm timers and start
+/// other pollers through `sched`.
+pub trait Poller<H> {
     /// Runs once per loop iteration.
-    fn poll(&mut self, ctx: &mut C) -> PollStatus;
+    fn poll(&mut self, host: &mut H, sched: &mut Sched<H>) -> PollStatus;
+    /// A task keeps its reactor running until it returns
+    /// [`PollStatus::Done`] (an in-reactor job). Other pollers serve the
+    /// host, whose [`super::Host::finished`] says when they are quiet.
+    /// Default: false.
+    fn is_task(&self) -> bool {
+        false
+    }
 }

@@ -1,6 +1,6 @@
 //! Block headers: the per-block record a shard keeps in its hash table.
 
-use crate::compress::Encoding;
+use crate::l2::format::L2Loc;
 
 /// Index of a header in its shard's slab. `NIL` marks "no header".
 pub type HeaderIdx = u32;
@@ -85,117 +85,6 @@ impl std::fmt::Debug for Flags {
             .map(|(_, n)| *n)
             .collect();
         write!(f, "Flags({})", set.join("|"))
-    }
-}
-
-/// Location of a block's copy on an L2 device: 16 bytes, packed so that
-/// an L2-only block costs little DRAM (docs/format.md).
-///
-/// * `a`: byte offset / 512 in bits 0..40 (512 TiB), device index in bits
-///   40..48, checksum bits 0..16 in bits 48..64.
-/// * `b`: stored size in bits 0..22, logical size in bits 22..44, encoding
-///   in bits 44..46, "came from MFU" in bit 46, checksum bits 16..32 in
-///   bits 47..63.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct L2Loc {
-    a: u64,
-    b: u64,
-}
-
-/// Unit of L2 addresses and allocations.
-pub const L2_SECTOR: u64 = 512;
-/// Largest device offset an [`L2Loc`] can name.
-pub const L2_MAX_OFFSET: u64 = (1 << 40) * L2_SECTOR;
-/// Largest stored or logical size an [`L2Loc`] can hold.
-pub const L2_MAX_SIZE: u32 = (1 << 22) - 1;
-
-impl L2Loc {
-    /// No L2 copy.
-    pub const NONE: L2Loc = L2Loc {
-        a: u64::MAX,
-        b: u64::MAX,
-    };
-
-    /// A copy on device `dev` at byte `offset` (a multiple of 512), stored
-    /// as `encoding` in `psize` bytes, `lsize` bytes once unpacked.
-    pub fn new(
-        dev: u8,
-        offset: u64,
-        encoding: Encoding,
-        psize: u32,
-        lsize: u32,
-        cksum: u32,
-        from_mfu: bool,
-    ) -> L2Loc {
-        assert!(
-            offset % L2_SECTOR == 0 && offset < L2_MAX_OFFSET,
-            "L2 offset {offset}"
-        );
-        assert!(psize <= L2_MAX_SIZE && lsize <= L2_MAX_SIZE, "L2 size");
-        let c = u64::from(cksum);
-        L2Loc {
-            a: (offset / L2_SECTOR) | (u64::from(dev) << 40) | ((c & 0xffff) << 48),
-            b: u64::from(psize)
-                | (u64::from(lsize) << 22)
-                | ((encoding as u64) << 44)
-                | (u64::from(from_mfu) << 46)
-                | ((c >> 16) << 47),
-        }
-    }
-    /// True when this names a copy on a device.
-    pub fn is_some(&self) -> bool {
-        self.a != u64::MAX
-    }
-    /// Device index.
-    pub fn dev(&self) -> u8 {
-        (self.a >> 40) as u8
-    }
-    /// Byte offset on the device.
-    pub fn offset(&self) -> u64 {
-        (self.a & ((1 << 40) - 1)) * L2_SECTOR
-    }
-    /// Bytes stored on the device (0 for an all-zero block).
-    pub fn psize(&self) -> u32 {
-        (self.b & ((1 << 22) - 1)) as u32
-    }
-    /// Bytes taken on the device: `psize` rounded up to 512.
-    pub fn asize(&self) -> u64 {
-        u64::from(self.psize()).next_multiple_of(L2_SECTOR)
-    }
-    /// The block's logical size.
-    pub fn lsize(&self) -> u32 {
-        ((self.b >> 22) & ((1 << 22) - 1)) as u32
-    }
-    /// How the block is stored.
-    pub fn encoding(&self) -> Encoding {
-        Encoding::from_u8(((self.b >> 44) & 3) as u8).unwrap_or(Encoding::Raw)
-    }
-    /// True when the block was on the MFU list when it was written.
-    pub fn from_mfu(&self) -> bool {
-        (self.b >> 46) & 1 == 1
-    }
-    /// Checksum of the stored bytes, keyed by the block's key.
-    pub fn cksum(&self) -> u32 {
-        ((self.a >> 48) | (((self.b >> 47) & 0xffff) << 16)) as u32
-    }
-}
-
-impl std::fmt::Debug for L2Loc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.is_some() {
-            return f.write_str("L2Loc(none)");
-        }
-        write!(
-            f,
-            "L2Loc(dev {} @{} {:?} {}/{} B cksum {:08x}{})",
-            self.dev(),
-            self.offset(),
-            self.encoding(),
-            self.psize(),
-            self.lsize(),
-            self.cksum(),
-            if self.from_mfu() { " mfu" } else { "" }
-        )
     }
 }
 

@@ -6,12 +6,13 @@
 //! hash, 32 bits of an independent hash, the packed location) in a table
 //! of its own. Identity there is those 64 bits (with a million keys, 32
 //! bits alone collide about a hundred times). Beyond that, the checksum
-//! is keyed by the key ([`super::key_tag`]), so even an entry found for
+//! is keyed by the key ([`key_tag`]), so even an entry found for
 //! another key that shares all 64 bits fails verification and is dropped,
 //! never served.
 
-use super::header::{Flags, HeaderIdx, L2Loc, State};
-use super::{hash_key, key_tag, table_hash, Shard};
+use super::header::{Flags, HeaderIdx, State};
+use super::{hash_key, table_hash, Shard};
+use crate::l2::format::{key_tag, L2Loc};
 use hashbrown::HashTable;
 
 /// An L2-only block: everything the read path needs, without the key.
@@ -19,7 +20,7 @@ use hashbrown::HashTable;
 pub struct L2Entry {
     /// The low 32 bits of the key's hash ([`super::hash_key`]).
     pub hash: u32,
-    /// 32 bits of the key's tag ([`super::key_tag`]).
+    /// 32 bits of the key's tag ([`key_tag`]).
     pub tag: u32,
     /// Where the copy is.
     pub loc: L2Loc,
@@ -45,7 +46,7 @@ pub struct L2Pick<T> {
     pub idx: HeaderIdx,
     /// Key hash, for the feeder's log and the evict messages.
     pub hash: u64,
-    /// Checksum key ([`super::key_tag`]).
+    /// Checksum key ([`key_tag`]).
     pub tag: u64,
     /// Logical size.
     pub size: u32,
@@ -426,27 +427,12 @@ pub(super) fn new_table() -> HashTable<L2Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::Encoding;
+    use crate::l2::format::Encoding;
     use crate::shard::Policy;
 
     #[test]
-    fn an_l2_only_entry_takes_24_bytes_and_a_location_round_trips() {
+    fn an_l2_only_entry_takes_24_bytes() {
         assert_eq!(std::mem::size_of::<L2Entry>(), 24);
-        let l = L2Loc::new(7, 123 * 512, Encoding::Lz4, 2100, 4096, 0xdead_beef, true);
-        assert_eq!(
-            (
-                l.dev(),
-                l.offset(),
-                l.encoding(),
-                l.psize(),
-                l.lsize(),
-                l.cksum(),
-                l.from_mfu()
-            ),
-            (7, 123 * 512, Encoding::Lz4, 2100, 4096, 0xdead_beef, true)
-        );
-        assert_eq!(l.asize(), 2560);
-        assert!(l.is_some() && !L2Loc::NONE.is_some());
     }
 
     #[test]

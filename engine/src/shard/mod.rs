@@ -15,25 +15,17 @@ mod header;
 mod l2;
 mod list;
 
-pub use header::{
-    Flags, Header, HeaderIdx, L2Loc, State, L2_MAX_OFFSET, L2_MAX_SIZE, L2_SECTOR, NIL,
-};
+pub use header::{Flags, Header, HeaderIdx, State, NIL};
 pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules, StageRules};
 pub use list::List;
 
+use crate::l2::format::L2Loc;
 use hashbrown::HashTable;
 
 /// Hashes a key. Clients use it to route a key to its shard and the shard
 /// reuses it for its table, so it is computed once per request.
 pub fn hash_key(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
-}
-
-/// A second, independent hash of a key: the seed of its L2 checksum. An
-/// L2 copy found through another key with the same [`hash_key`] fails
-/// verification instead of being served.
-pub fn key_tag(key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(key, 0x9e37_79b9_7f4a_7c15)
 }
 
 /// The hash a shard's tables use: the key hash's low 32 bits, spread

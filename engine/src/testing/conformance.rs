@@ -2,11 +2,11 @@
 //! faulty with no faults, io_uring, SPDK). Returns the first violation.
 #![forbid(unsafe_code)]
 
-use super::{BlockDevice, Completion, DeviceError, IoBuf, IoOp};
 use crate::bufpool::BufPool;
+use crate::device::{BlockDevice, Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
 use std::time::{Duration, Instant};
 
-fn wait_all(q: &mut dyn super::DeviceQueue, n: usize) -> Result<Vec<Completion>, String> {
+fn wait_all(q: &mut dyn DeviceQueue, n: usize) -> Result<Vec<Completion>, String> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < n {

@@ -1,4 +1,4 @@
-//! LZ4 for the L2 tier (through the `lz4` crate's safe block API over
+//! Packing blocks for the L2 tier: LZ4 (through the `lz4` crate's safe block API over
 //! lz4-sys): compress a block into a device buffer, detect all-zero and
 //! incompressible blocks, and decompress with bounds-checked LZ4.
 //!
@@ -9,29 +9,7 @@
 //!   otherwise it is stored raw.
 #![forbid(unsafe_code)]
 
-/// How a block is stored on an L2 device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[repr(u8)]
-pub enum Encoding {
-    /// All zeros; nothing is stored.
-    Empty = 0,
-    /// Stored as is.
-    Raw = 1,
-    /// LZ4 block format, without a size prefix.
-    Lz4 = 2,
-}
-
-impl Encoding {
-    /// Parses the on-device byte; unknown values are corrupt data.
-    pub fn from_u8(b: u8) -> Option<Encoding> {
-        match b {
-            0 => Some(Encoding::Empty),
-            1 => Some(Encoding::Raw),
-            2 => Some(Encoding::Lz4),
-            _ => None,
-        }
-    }
-}
+pub use super::format::Encoding;
 
 /// A block packed for the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,262 @@
+//! Client requests and fills: a miss starts one fill per key (from L2 when
+//! it holds a usable copy, else from the backing store), concurrent misses
+//! join it, and its completion enters the ARC and answers every waiter.
+#![forbid(unsafe_code)]
+
+use super::msg::Msg;
+use super::Core;
+use crate::backing::{ReadDone, ReadResult};
+use crate::block::{Block, Source};
+use crate::bufpool::Buf;
+use crate::error::{BackingError, Error};
+use crate::l2::read::Lookup;
+use crate::request::{Op, Outcome, Reply, Request};
+use crate::shard::{Flags, HeaderIdx};
+use std::collections::HashMap;
+
+/// A fill in flight: who waits for it.
+struct Fill {
+    waiters: Vec<Reply>,
+    prefetch: bool,
+}
+
+impl Fill {
+    fn flags(&self) -> Flags {
+        let mut flags = Flags::L2_ELIGIBLE;
+        if self.prefetch {
+            flags.insert(Flags::PREFETCH);
+        }
+        flags
+    }
+}
+
+/// A reactor's fills in flight, by header.
+#[derive(Default)]
+pub(super) struct Fills(HashMap<HeaderIdx, Fill>);
+
+impl Fills {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Core {
+    /// Answers a request.
+    fn reply(&mut self, r: Reply, o: Outcome) {
+        match r {
+            Reply::None => {}
+            Reply::Client(tx) => {
+                let _ = tx.send(o);
+            }
+            #[cfg(feature = "jobs")]
+            Reply::Reactor(to, tag) if to == self.id => self.job_inbox.push((tag, o)),
+            #[cfg(feature = "jobs")]
+            Reply::Reactor(to, tag) => self.peers.queue_reply(to, tag, o),
+        }
+    }
+
+    /// The block of a resident header.
+    pub(crate) fn block(&self, idx: HeaderIdx) -> Block {
+        Block::pool(
+            self.shard
+                .header(idx)
+                .data
+                .clone()
+                .expect("resident header has data"),
+            Source::Arc,
+        )
+    }
+
+    pub(super) fn handle_request(&mut self, req: Request) {
+        let Request {
+            op,
+            key,
+            hash,
+            reply,
+        } = req;
+        match op {
+            Op::Get => {
+                self.counters.gets += 1;
+                let b = self
+                    .shard
+                    .lookup_for_read(hash, &key)
+                    .map(|i| self.block(i));
+                self.reply(reply, Ok(b));
+            }
+            Op::Read => {
+                self.counters.reads += 1;
+                match self.shard.lookup_for_read(hash, &key) {
+                    Some(i) => {
+                        let b = self.block(i);
+                        self.reply(reply, Ok(Some(b)));
+                    }
+                    None => self.start_fill(hash, &key, reply, false),
+                }
+            }
+            Op::Prefetch => {
+                self.counters.prefetch_requests += 1;
+                let busy = self.shard.find(hash, &key).is_some_and(|i| {
+                    let h = self.shard.header(i);
+                    h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS)
+                });
+                if !busy {
+                    self.start_fill(hash, &key, Reply::None, true);
+                }
+                self.reply(reply, Ok(None));
+            }
+            Op::Insert(data) => {
+                self.counters.insert_requests += 1;
+                self.insert(hash, &key, &data);
+                self.reply(reply, Ok(None));
+            }
+            Op::Invalidate => {
+                self.counters.invalidate_requests += 1;
+                self.shard.invalidate(hash, &key);
+                self.reply(reply, Ok(None));
+            }
+        }
+    }
+
+    /// Caches `data` for `key` unless it is already cached or being
+    /// filled (blocks are immutable, so either copy is the same bytes).
+    fn insert(&mut self, hash: u64, key: &[u8], data: &[u8]) {
+        if let Some(i) = self.shard.find(hash, key) {
+            let h = self.shard.header(i);
+            if h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS) {
+                return;
+            }
+        }
+        let Some(buf) = self.copy_to_pool(data) else {
+            self.counters.uncached_fills += 1;
+            return;
+        };
+        let idx = self.shard.begin_fill(hash, key);
+        // A rejection (too large) was cleaned up and counted by the shard.
+        let _ = self
+            .shard
+            .complete_fill(idx, data.len() as u32, buf, Flags::L2_ELIGIBLE);
+    }
+
+    fn copy_to_pool(&self, data: &[u8]) -> Option<Buf> {
+        let mut b = self.pool.alloc(data.len())?;
+        b.as_mut_slice()[..data.len()].copy_from_slice(data);
+        Some(b.freeze(data.len()))
+    }
+
+    /// Starts a fill for `key`, or joins the one in flight.
+    pub(crate) fn start_fill(&mut self, hash: u64, key: &[u8], waiter: Reply, prefetch: bool) {
+        if let Some(idx) = self.shard.find(hash, key) {
+            if self.shard.header(idx).flags.contains(Flags::IO_IN_PROGRESS) {
+                let fill = self
+                    .fills
+                    .0
+                    .get_mut(&idx)
+                    .expect("a fill in flight is pending");
+                if !matches!(waiter, Reply::None) {
+                    fill.waiters.push(waiter);
+                    fill.prefetch = false;
+                }
+                self.counters.fills_joined += 1;
+                return;
+            }
+        }
+        let idx = self.shard.begin_fill(hash, key);
+        let waiters = if matches!(waiter, Reply::None) {
+            vec![]
+        } else {
+            vec![waiter]
+        };
+        self.fills.0.insert(idx, Fill { waiters, prefetch });
+        let lookup = match self.l2.as_deref_mut() {
+            Some(l2) => l2.try_read(&mut self.shard, idx),
+            None => Lookup::Miss,
+        };
+        match lookup {
+            Lookup::Reading => {}
+            Lookup::Zeros(buf) => self.finish_l2_fill(idx, buf),
+            Lookup::Miss => self.start_backing_read(idx),
+        }
+    }
+
+    /// Reads the block of header `idx`, whose fill is pending, from the
+    /// backing store.
+    pub(crate) fn start_backing_read(&mut self, idx: HeaderIdx) {
+        self.counters.backing_reads += 1;
+        let me = self.peers.mailboxes()[self.id].clone();
+        let key = self.shard.header(idx).key.clone();
+        self.backing.read(
+            &key,
+            ReadDone::new(move |result| {
+                // The reactor stays open while a fill is pending.
+                let _ = me.push(Msg::Fill { idx, result });
+            }),
+        );
+    }
+
+    /// Completes the fill of header `idx` with a block read from L2.
+    pub(crate) fn finish_l2_fill(&mut self, idx: HeaderIdx, buf: Buf) {
+        let Some(fill) = self.fills.0.remove(&idx) else {
+            log::error!(
+                "reactor {}: L2 fill of header {idx}, which has none pending",
+                self.id
+            );
+            return;
+        };
+        let _ = self
+            .shard
+            .complete_fill(idx, buf.len() as u32, buf.clone(), fill.flags());
+        let outcome = Ok(Some(Block::pool(buf, Source::L2)));
+        for w in fill.waiters {
+            self.reply(w, outcome.clone());
+        }
+    }
+
+    /// A backing read for the fill of header `idx` completed.
+    pub(super) fn complete_fill(&mut self, idx: HeaderIdx, result: ReadResult) {
+        let Some(fill) = self.fills.0.remove(&idx) else {
+            log::error!(
+                "reactor {}: completion for header {idx}, which has no fill in flight",
+                self.id
+            );
+            return;
+        };
+        let result = result.and_then(|v| {
+            if v.is_empty() || v.len() > self.max_block {
+                Err(BackingError::BadSize {
+                    size: v.len(),
+                    max: self.max_block,
+                })
+            } else {
+                Ok(v)
+            }
+        });
+        let outcome = match result {
+            Err(e) => {
+                self.shard.abort_fill(idx);
+                self.counters.backing_errors += 1;
+                Err(Error::Backing(e))
+            }
+            Ok(data) => match self.copy_to_pool(&data) {
+                Some(buf) => {
+                    // Rejected (invalidated meanwhile, or too large): the
+                    // waiters still get the bytes they asked for.
+                    let _ =
+                        self.shard
+                            .complete_fill(idx, data.len() as u32, buf.clone(), fill.flags());
+                    Ok(Some(Block::pool(buf, Source::Backing)))
+                }
+                None => {
+                    self.shard.abort_fill(idx);
+                    self.counters.uncached_fills += 1;
+                    Ok(Some(Block::heap(data)))
+                }
+            },
+        };
+        for w in fill.waiters {
+            self.reply(w, outcome.clone());
+        }
+    }
+}

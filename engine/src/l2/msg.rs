@@ -1,0 +1,68 @@
+//! The L2 protocol between the feeder of a device and the shards (the
+//! seed's lists, as messages), and how the L2 tier sends it.
+#![forbid(unsafe_code)]
+
+use super::format::L2Loc;
+use crate::bufpool::Buf;
+use crate::shard::{HeaderIdx, L2Pick, PickRules};
+
+/// A message of the L2 protocol.
+pub(crate) enum L2Msg {
+    /// Feeder → shard: pick blocks for device `dev`.
+    Scan {
+        dev: u8,
+        feeder: usize,
+        seq: u64,
+        rules: PickRules,
+    },
+    /// Shard → feeder: the picked blocks (the deferred write list), and
+    /// whether the shard has started evicting (the ARC is warm).
+    Picked {
+        dev: u8,
+        seq: u64,
+        picks: Vec<L2Pick<Buf>>,
+        warm: bool,
+    },
+    /// Feeder → shard: drop L2 copies in these `(start, end, key hashes)`
+    /// ranges of `dev`, then acknowledge.
+    Evict {
+        dev: u8,
+        feeder: usize,
+        seq: u64,
+        ranges: Vec<(u64, u64, Vec<u32>)>,
+    },
+    /// Shard → feeder: the evicted ranges can be overwritten.
+    EvictAck { dev: u8, seq: u64 },
+    /// Shard → feeder: blocks are piling up in my staging queue; feed now
+    /// (still within the write rate cap).
+    Kick { dev: u8 },
+    /// Feeder → shard: where the blocks landed, or `None` when their write
+    /// failed (the deferred done list).
+    Done {
+        dev: u8,
+        entries: Vec<(HeaderIdx, Option<L2Loc>)>,
+    },
+}
+
+impl std::fmt::Debug for L2Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            L2Msg::Scan { dev, seq, .. } => write!(f, "L2Scan(dev {dev}, seq {seq})"),
+            L2Msg::Picked { dev, picks, .. } => write!(f, "L2Picked(dev {dev}, {})", picks.len()),
+            L2Msg::Evict { dev, ranges, .. } => write!(f, "L2Evict(dev {dev}, {})", ranges.len()),
+            L2Msg::EvictAck { dev, seq } => write!(f, "L2EvictAck(dev {dev}, seq {seq})"),
+            L2Msg::Kick { dev } => write!(f, "L2Kick(dev {dev})"),
+            L2Msg::Done { dev, entries } => write!(f, "L2Done(dev {dev}, {})", entries.len()),
+        }
+    }
+}
+
+/// How the L2 tier reaches the other reactors. Implemented above it, by
+/// the reactors' mailboxes, so that the L2 tier does not depend on the
+/// engine's message type.
+pub(crate) trait L2Link: Send + Sync {
+    /// Sends `msg` to reactor `to`. A reactor that has shut down drops it.
+    fn send(&self, to: usize, msg: L2Msg);
+    /// Number of reactors (and shards).
+    fn reactors(&self) -> usize;
+}
