@@ -16,8 +16,8 @@
 use crate::devices::{OpenOptions, Opened};
 use crate::units::parse_size;
 use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
-use polarc::testing::nvmf_target::NvmfTarget;
 use polarc::device::BlockDevice;
+use polarc::testing::nvmf_target::NvmfTarget;
 use std::sync::Arc;
 
 /// Opens `spdk:REST`.

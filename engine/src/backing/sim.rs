@@ -155,7 +155,7 @@ impl SimStore {
         if max <= min {
             return min;
         }
-        let h = crate::shard::hash_key(key).rotate_left(17);
+        let h = xxhash_rust::xxh3::xxh3_64(key).rotate_left(17);
         min + (h % (max - min + 1) as u64) as usize
     }
 
@@ -164,7 +164,7 @@ impl SimStore {
     /// zeros, so LZ4 compresses it about `ratio`:1.
     pub fn content(key: &[u8], len: usize, ratio: f64) -> Vec<u8> {
         let mut out = vec![0u8; len];
-        let mut s = crate::shard::hash_key(key);
+        let mut s = xxhash_rust::xxh3::xxh3_64(key);
         let random_per_64 = ((64.0 / ratio.max(1.0)).round() as usize).clamp(1, 64);
         for chunk in out.chunks_mut(64) {
             let n = random_per_64.min(chunk.len());
@@ -182,7 +182,7 @@ impl BackingStore for SimStore {
         let at = Instant::now()
             + self
                 .latency
-                .sample(crate::shard::hash_key(key) ^ 0x5bd1e995);
+                .sample(xxhash_rust::xxh3::xxh3_64(key) ^ 0x5bd1e995);
         let (m, cv) = &*self.q;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
         g.seq += 1;

@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 mod fill;
+#[cfg(test)]
+mod l2_sim_tests;
 pub(crate) mod msg;
 mod peers;
 pub(crate) mod pollers;

@@ -412,6 +412,3 @@ impl L2 {
         c
     }
 }
-
-#[cfg(test)]
-mod sim;

@@ -14,7 +14,6 @@
 //! no header is still `L2_WRITING`, every write buffer went through the
 //! free-on-write ring, and no pool buffer is outstanding.
 
-use super::{DevShared, L2Config, L2Setup, L2};
 use crate::backing::{BackingStore, ReadDone};
 use crate::bufpool::BufPool;
 use crate::core::msg::{MailboxLink, Mailboxes, Msg};
@@ -22,6 +21,7 @@ use crate::core::{pollers, Core};
 use crate::device::{
     check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
 };
+use crate::l2::{DevShared, L2Config, L2Setup, L2};
 use crate::reactor::{Mailbox, Reactor};
 use crate::request::{MsgKey, Op, Outcome, Reply, Request};
 use crate::shard::{hash_key, shard_of, Flags, Policy, Shard, StageRules};
