@@ -217,9 +217,12 @@ pub struct Mix {
 
 fn parse_value_size(s: &str) -> Result<ValueSize, String> {
     let (min, max) = match s.split_once('-') {
-        Some((a, b)) => (parse_size(a)?, parse_size(b)?),
+        Some((a, b)) => (
+            parse_size(a).map_err(|e| e.to_string())?,
+            parse_size(b).map_err(|e| e.to_string())?,
+        ),
         None => {
-            let v = parse_size(s)?;
+            let v = parse_size(s).map_err(|e| e.to_string())?;
             (v, v)
         }
     };

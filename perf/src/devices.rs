@@ -94,7 +94,7 @@ pub fn open(spec: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
     };
     match kind {
         "mem" => {
-            let size = parse_size(rest).map_err(|e| bad(&e))?;
+            let size = parse_size(rest).map_err(|e| bad(&e.to_string()))?;
             let d = MemDevice::new(size, 512).map_err(|e| bad(&e.to_string()))?;
             Ok(vec![Opened {
                 device: Arc::new(d),

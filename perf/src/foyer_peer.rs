@@ -13,14 +13,14 @@ use foyer::{
 };
 use polarc::{BackingStore, Latency, ReadDone, SimStore};
 use polarc_perf::cli::Args;
-use polarc_perf::workload::{self, KeySampler, Tick};
+use polarc_perf::procfs;
+use polarc_perf::report::{histograms, Histograms, Report, Tick};
+use polarc_perf::workload::KeySampler;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-type Hist = hdrhistogram::Histogram<u64>;
 
 /// Runs the workload of `a` through foyer and prints and writes the report.
 pub fn run(a: &Args) -> Result<(), String> {
@@ -46,7 +46,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         _ => return Err(format!("--l2 {spec}: foyer runs on file:PATH:SIZE or auto")),
     };
     let latency = match a.backing.split_once(':') {
-        Some(("sim", lat)) => Latency::Fixed(polarc_perf::units::parse_duration(lat)?),
+        Some(("sim", lat)) => {
+            Latency::Fixed(polarc_perf::units::parse_duration(lat).map_err(|e| e.to_string())?)
+        }
         _ => return Err("--engine foyer supports --backing sim:LATENCY".into()),
     };
     let (min, max) = (a.value_size.min, a.value_size.max);
@@ -63,7 +65,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let direct = !a.l2_buffered;
     let w = crate::workload_of(a);
-    let sampler = Arc::new(KeySampler::new(&w)?);
+    let sampler = Arc::new(KeySampler::new(&w).map_err(|e| e.to_string())?);
     let io = std::env::var("POLARC_FOYER_IO").unwrap_or_else(|_| "uring".into());
     println!(
         "foyer 0.22 HybridCache: memory {} MiB, disk {} MiB on {} ({}, {} I/O engine, no compression: foyer 0.22's with_compression has no effect), {threads} runtime threads",
@@ -96,18 +98,19 @@ pub fn run(a: &Args) -> Result<(), String> {
         let cache = Arc::new(cache);
         let depth = a.clients * a.queue_depth;
         phase(&cache, &store, &sampler, depth, w.warmup_ops, 1, "warm-up").await?;
-        let cpu0 = workload::cpu_seconds();
+        let cpu0 = procfs::cpu_seconds();
         let start = Instant::now();
         let (hist, errors, timeline) =
             phase(&cache, &store, &sampler, depth, w.ops, 1_000_003, "measure").await?;
         let seconds = start.elapsed().as_secs_f64();
-        let cpu = workload::cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+        let cpu = procfs::cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         let st = cache.statistics();
         let disk = serde_json::json!({
             "disk_read_ios": st.disk_read_ios(), "disk_read_bytes": st.disk_read_bytes(),
             "disk_write_ios": st.disk_write_ios(), "disk_write_bytes": st.disk_write_bytes(),
         });
-        let r = workload::report_from(&hist, errors, seconds, cpu, timeline)?;
+        let r = Report::from_histograms(&hist, errors, seconds, cpu, timeline)
+            .map_err(|e| e.to_string())?;
         cache.close().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((r, disk))
     })?;
@@ -132,7 +135,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             "ops_per_sec": report.ops_per_sec, "errors": report.errors,
             "hit_ratio": report.hit_ratio, "latency_us": report.latency_us,
             "device": disk, "cpu_seconds_per_op": report.cpu_seconds_per_op,
-            "peak_rss_bytes": workload::peak_rss_bytes(), "timeline": report.timeline,
+            "peak_rss_bytes": procfs::peak_rss_bytes(), "timeline": report.timeline,
         });
         crate::write_json(path, &doc)?;
     }
@@ -148,7 +151,7 @@ async fn phase(
     ops: u64,
     seed: u64,
     name: &str,
-) -> Result<([Hist; 4], u64, Vec<Tick>), String> {
+) -> Result<(Histograms, u64, Vec<Tick>), String> {
     let done = Arc::new(AtomicU64::new(0));
     let per_task = ops.div_ceil(depth as u64);
     let mut tasks = vec![];
@@ -157,7 +160,7 @@ async fn phase(
             (cache.clone(), store.clone(), sampler.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(seed * 7919 + t as u64);
-            let mut hist: [Hist; 4] = std::array::from_fn(|_| Hist::new(3).expect("histogram"));
+            let mut hist = histograms();
             let mut errors = 0u64;
             let mut scratch = vec![0u8; 2 << 20];
             for _ in 0..per_task {
@@ -219,7 +222,7 @@ async fn phase(
             last_t = Instant::now();
         }
     }
-    let mut total: [Hist; 4] = std::array::from_fn(|_| Hist::new(3).expect("histogram"));
+    let mut total = histograms();
     let mut errors = 0;
     for t in tasks {
         let (h, e) = t.await.map_err(|e| e.to_string())?;

@@ -4,9 +4,11 @@
 
 use polarc::{Engine, IdleStrategy, Latency, Policy, SimStore};
 use polarc_perf::cli::{self, Args};
+use polarc_perf::procfs;
+use polarc_perf::report::{Latencies, Report};
 use polarc_perf::trace::{self, CsvOptions};
 use polarc_perf::units::parse_duration;
-use polarc_perf::workload::{self, OpMix, Popularity, Report, Workload};
+use polarc_perf::workload::{self, Driver, OpMix, Popularity, Workload};
 use polarc_perf::{hits, plot, progress::Progress};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -212,15 +214,18 @@ fn run(a: Args) -> Result<(), String> {
             );
             workload::replay(&e, t, &sizes, a.timeline_interval, &|p, d, n| {
                 progress.update(p, d, n)
-            })?
+            })
+            .map_err(|e| e.to_string())?
         }
         None => {
             println!("workload: {}", describe(&w, &a));
-            if a.in_reactor {
-                workload::run_in_reactor(&e, &w, &|p, d, n| progress.update(p, d, n))?
+            let driver = if a.in_reactor {
+                Driver::InReactor
             } else {
-                workload::run(&e, &w, &|p, d, n| progress.update(p, d, n))?
-            }
+                Driver::Clients
+            };
+            workload::run(&e, &w, driver, &|p, d, n| progress.update(p, d, n))
+                .map_err(|e| e.to_string())?
         }
     };
     progress.finish();
@@ -354,15 +359,15 @@ fn with_backing(b: polarc::EngineBuilder, a: &Args) -> Result<polarc::EngineBuil
             let latency = match lat.split_once('-') {
                 Some((x, y)) => {
                     let (x, y) = (
-                        parse_duration(x).map_err(&bad)?,
-                        parse_duration(y).map_err(&bad)?,
+                        parse_duration(x).map_err(|e| bad(e.to_string()))?,
+                        parse_duration(y).map_err(|e| bad(e.to_string()))?,
                     );
                     if x > y {
                         return Err(bad("the range is backwards".into()));
                     }
                     Latency::Uniform(x, y)
                 }
-                None => Latency::Fixed(parse_duration(lat).map_err(&bad)?),
+                None => Latency::Fixed(parse_duration(lat).map_err(|e| bad(e.to_string()))?),
             };
             let s = SimStore::with_sizes(latency, min, max, a.compressibility)
                 .map_err(|e| bad(e.to_string()))?;
@@ -419,7 +424,7 @@ fn report_json(
         "device": r.device,
         "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },
         "cpu_seconds_per_op": r.cpu_seconds_per_op,
-        "peak_rss_bytes": workload::peak_rss_bytes(),
+        "peak_rss_bytes": procfs::peak_rss_bytes(),
         "hdr_bytes_per_block": stats.hdr_bytes_per_block,
         "l2_hdr_bytes_per_block": stats.l2_hdr_bytes_per_block,
         "timeline": r.timeline,
@@ -471,7 +476,7 @@ fn open_options(a: &Args) -> polarc_perf::devices::OpenOptions {
 #[cfg(feature = "spdk")]
 fn spdk_perf_compare(
     a: &Args,
-    r: &workload::Report,
+    r: &Report,
     s: &polarc::Stats,
     trids: &[String],
     o: &polarc_perf::devices::OpenOptions,
@@ -491,7 +496,7 @@ fn spdk_perf_compare(
 #[cfg(not(feature = "spdk"))]
 fn spdk_perf_compare(
     _: &Args,
-    _: &workload::Report,
+    _: &Report,
     _: &polarc::Stats,
     _: &[String],
     _: &polarc_perf::devices::OpenOptions,
@@ -501,7 +506,7 @@ fn spdk_perf_compare(
 
 /// The latency table: one row per class, named by `names` (all, memory
 /// tier hits, disk tier hits, misses). Both engines print it.
-fn print_latencies(l: &workload::Latencies, names: [&str; 4]) {
+fn print_latencies(l: &Latencies, names: [&str; 4]) {
     println!(
         "{:<11}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
         "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
@@ -526,7 +531,7 @@ fn print_report(r: &Report, s: &polarc::Stats) {
     if let Some(c) = r.cpu_seconds_per_op {
         print!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
     }
-    if let Some(rss) = workload::peak_rss_bytes() {
+    if let Some(rss) = procfs::peak_rss_bytes() {
         print!("   peak RSS: {} MiB", rss >> 20);
     }
     println!();
@@ -653,11 +658,7 @@ fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), String> {
 
 /// Runs fio's io_uring 4K random read, O_DIRECT, on the L2 file at the
 /// run's total queue depth, over the bytes L2 used, and compares.
-fn fio_compare(
-    a: &Args,
-    r: &workload::Report,
-    s: &polarc::Stats,
-) -> Result<serde_json::Value, String> {
+fn fio_compare(a: &Args, r: &Report, s: &polarc::Stats) -> Result<serde_json::Value, String> {
     let spec = a.l2.iter().find(|s| s.as_str() != "none");
     let path = match spec.and_then(|s| s.split_once(':')) {
         Some(("file", rest)) => polarc_perf::devices::file_spec(rest).0.to_string(),
@@ -713,7 +714,7 @@ fn compare_l2_hits(
     key: &str,
     iops: f64,
     depth: usize,
-    r: &workload::Report,
+    r: &Report,
 ) -> serde_json::Value {
     let l2_ops = r.ops_per_sec * r.hit_ratio.l2;
     let ratio = l2_ops / iops.max(1.0);

@@ -14,6 +14,7 @@
 //! fallback note says.
 
 use crate::devices::{OpenOptions, Opened};
+use crate::procfs::free_hugepages_mb;
 use crate::units::parse_size;
 use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
 use polarc::device::spdk_target::NvmfTarget;
@@ -31,7 +32,7 @@ pub fn open(rest: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
             guard,
         };
     if let Some(size) = rest.strip_prefix("nvmf:") {
-        let size = parse_size(size)?;
+        let size = parse_size(size).map_err(|e| e.to_string())?;
         let core = target_core(&o.cores);
         if o.cores.contains(&core) {
             eprintln!(
@@ -89,20 +90,6 @@ fn target_core(reactor_cores: &[usize]) -> usize {
         .rev()
         .find(|c| !reactor_cores.contains(c))
         .unwrap_or(0)
-}
-
-/// Free hugepage memory in MiB, from /proc/meminfo.
-fn free_hugepages_mb() -> u64 {
-    let Ok(m) = std::fs::read_to_string("/proc/meminfo") else {
-        return 0;
-    };
-    let field = |name: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field("HugePages_Free:") * field("Hugepagesize:") / 1024
 }
 
 /// Starts SPDK's environment (once); returns the fallback note, if any.
