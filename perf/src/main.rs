@@ -69,7 +69,7 @@ fn run(a: Args) -> Result<(), String> {
         } else {
             spec.clone()
         };
-        for d in polarc_perf::devices::open(&spec, &open_opts)? {
+        for d in polarc_perf::devices::open(&spec, &open_opts).map_err(|e| e.to_string())? {
             if let Some(n) = d.note {
                 if !notes.contains(&n) {
                     notes.push(n);
@@ -486,7 +486,7 @@ fn spdk_perf_compare(
         .ok_or("--spdk-perf-compare needs an --l2 spdk: device")?;
     let depth = total_depth(a, s);
     let core = o.cores[0];
-    let iops = polarc_perf::spdk::nvme_perf(trid, depth, core)?;
+    let iops = polarc_perf::spdk::nvme_perf(trid, depth, core).map_err(|e| e.to_string())?;
     let what = format!("spdk_nvme_perf 4K randread, QD {depth}, core {core}");
     let mut v = compare_l2_hits(&what, "spdk_nvme_perf_iops", iops, depth, r);
     v["core"] = core.into();
@@ -761,7 +761,8 @@ fn bench_feed(a: &Args) -> Result<(), String> {
         a.l2.iter()
             .find(|s| !matches!(s.as_str(), "none" | "auto"))
             .ok_or("--bench-feed needs an --l2 device, e.g. --l2 file:/var/tmp/f.img:2GiB")?;
-    let mut opened = polarc_perf::devices::open(spec, &open_options(a))?;
+    let mut opened =
+        polarc_perf::devices::open(spec, &open_options(a)).map_err(|e| e.to_string())?;
     let dev = opened.remove(0);
     // A local target (spdk:nvmf:) lives until the benchmark is over.
     let _guard = dev.guard;
