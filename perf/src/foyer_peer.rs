@@ -64,7 +64,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let direct = !a.l2_buffered;
-    let w = crate::workload_of(a);
+    let w = a.workload();
     let sampler = Arc::new(KeySampler::new(&w).map_err(|e| e.to_string())?);
     let io = std::env::var("POLARC_FOYER_IO").unwrap_or_else(|_| "uring".into());
     println!(

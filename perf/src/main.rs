@@ -2,13 +2,13 @@
 //! foyer, side by side) and reports what it saw. With no arguments it runs
 //! the embedded default; see `--help` and docs/perf-report.md.
 
-use polarc::{Engine, IdleStrategy, Latency, Policy, SimStore};
-use polarc_perf::cli::{self, Args};
+use polarc::{Engine, Latency, SimStore};
+use polarc_perf::cli::{self, Args, EngineKind};
 use polarc_perf::procfs;
 use polarc_perf::report::{Latencies, Report};
 use polarc_perf::trace::{self, CsvOptions};
 use polarc_perf::units::parse_duration;
-use polarc_perf::workload::{self, Driver, OpMix, Popularity, Workload};
+use polarc_perf::workload::{self, Driver, Popularity, Workload};
 use polarc_perf::{hits, plot, progress::Progress};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,11 +40,11 @@ fn run(a: Args) -> Result<(), String> {
     if a.bench_hits {
         return bench_hits(&a);
     }
-    check(&a)?;
+    a.check().map_err(|e| e.to_string())?;
     if a.bench_feed {
         return bench_feed(&a);
     }
-    if a.engine == "foyer" {
+    if a.engine == EngineKind::Foyer {
         return run_foyer(&a);
     }
     // The L2 devices, and what they fell back to.
@@ -116,16 +116,8 @@ fn run(a: Args) -> Result<(), String> {
     let mut b = Engine::builder()
         .arc_capacity(a.arc)
         .max_block_size(max_block)
-        .policy(if a.policy == "lru" {
-            Policy::Lru
-        } else {
-            Policy::Arc
-        })
-        .idle(if a.idle == "busy" {
-            IdleStrategy::Busy
-        } else {
-            IdleStrategy::Adaptive
-        })
+        .policy(a.policy.into())
+        .idle(a.idle.into())
         .l2_config(polarc::L2Config {
             write_max: a.l2_write_max,
             write_boost: a.l2_write_boost,
@@ -198,7 +190,7 @@ fn run(a: Args) -> Result<(), String> {
         e.backing_description()
     );
     let progress = Progress::new();
-    let w = workload_of(&a);
+    let w = a.workload();
     let (r, stats) = match &trace {
         Some(t) => {
             println!(
@@ -257,60 +249,6 @@ fn run(a: Args) -> Result<(), String> {
         write_json(path, &doc)?;
     }
     Ok(())
-}
-
-/// Options that no parser can check on its own.
-fn check(a: &Args) -> Result<(), String> {
-    if a.clients == 0 || a.queue_depth == 0 || a.keys == 0 {
-        return Err("--clients, --queue-depth and --keys must be at least 1".into());
-    }
-    if !(a.compressibility.is_finite() && a.compressibility >= 1.0) {
-        return Err(format!(
-            "--compressibility {} must be a number >= 1",
-            a.compressibility
-        ));
-    }
-    if !(0.0..=1.0).contains(&a.scan_share) {
-        return Err(format!(
-            "--scan-share {} must be within 0..=1",
-            a.scan_share
-        ));
-    }
-    if !(a.zipf.is_finite() && a.zipf >= 0.0) {
-        return Err(format!("--zipf {} must be a number >= 0", a.zipf));
-    }
-    if a.timeline_interval.is_zero() {
-        return Err("--timeline-interval must be above zero".into());
-    }
-    Ok(())
-}
-
-fn workload_of(a: &Args) -> Workload {
-    Workload {
-        keys: a.keys,
-        popularity: match a.hotspot {
-            Some((keys, share)) => Popularity::Hotspot { keys, share },
-            None if a.zipf == 0.0 => Popularity::Uniform,
-            None => Popularity::Zipf(a.zipf),
-        },
-        scan_share: a.scan_share,
-        mix: OpMix {
-            read: a.mix.read,
-            insert: a.mix.insert,
-            invalidate: a.mix.invalidate,
-            prefetch: a.mix.prefetch,
-        },
-        value_size: (a.value_size.min, a.value_size.max),
-        compressibility: a.compressibility,
-        ops: a.ops,
-        duration: a.duration,
-        warmup_ops: a.warmup_ops,
-        clients: a.clients,
-        queue_depth: a.queue_depth,
-        sequential_warmup: a.sequential_warmup,
-        settle_l2: a.settle_l2,
-        timeline_interval: a.timeline_interval,
-    }
 }
 
 fn describe(w: &Workload, a: &Args) -> String {
