@@ -1,5 +1,4 @@
-//! polarc-perf: the perf harness's library (options, devices, workloads,
-//! reports, trace readers, benchmarks). The binary is `src/main.rs`.
+//! The harness's library: options, devices, workloads, reports, traces (modes: src/mode/).
 
 pub mod cli;
 pub mod devices;
