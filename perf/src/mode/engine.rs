@@ -17,15 +17,15 @@ pub const AUTO_L2: u64 = 512 << 20;
 /// A run's L2 devices, what they fell back to, and what must outlive them.
 pub struct L2 {
     /// How they were opened.
-    pub open: OpenOptions,
+    open: OpenOptions,
     /// The devices, until the engine takes them.
     devices: Vec<Arc<dyn BlockDevice>>,
     /// Their names and sizes, for the header.
     names: Vec<String>,
     /// What the run fell back to.
-    pub notes: Vec<String>,
+    notes: Vec<String>,
     /// SPDK's transport IDs (--spdk-perf-compare).
-    pub trids: Vec<String>,
+    trids: Vec<String>,
     /// Local targets, which must outlive the engine.
     guards: Vec<Box<dyn std::any::Any + Send>>,
     /// `--l2 auto`'s directory.

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Reports progress: phase, done, total.
-pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
+pub type OnProgress<'a> = &'a dyn Fn(&str, u64, u64);
 
 /// How the measured phase is driven (warm-up always runs from clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn run(
     e: &Engine,
     w: &Workload,
     driver: Driver,
-    progress: Progress<'_>,
+    progress: OnProgress<'_>,
 ) -> Result<(Report, Stats), Error> {
     warm_up(e, w, progress)?;
     match driver {
@@ -53,7 +53,7 @@ pub fn replay(
     trace: &[Access],
     sizes: &Mutex<std::collections::HashMap<u64, u32>>,
     interval: Duration,
-    progress: Progress<'_>,
+    progress: OnProgress<'_>,
 ) -> Result<(Report, Stats), Error> {
     let mut hist = histograms();
     let mut errors = 0u64;
@@ -91,7 +91,7 @@ pub fn replay(
     m.finish(e, &hist, errors, timeline, None)
 }
 
-fn warm_up(e: &Engine, w: &Workload, progress: Progress<'_>) -> Result<(), Error> {
+fn warm_up(e: &Engine, w: &Workload, progress: OnProgress<'_>) -> Result<(), Error> {
     if w.warmup_ops > 0 {
         let kind = if w.sequential_warmup {
             Kind::Sequential
@@ -114,7 +114,7 @@ fn warm_up(e: &Engine, w: &Workload, progress: Progress<'_>) -> Result<(), Error
 }
 
 /// Waits until the L2 block count stops growing.
-fn settle(e: &Engine, w: &Workload, progress: Progress<'_>) {
+fn settle(e: &Engine, w: &Workload, progress: OnProgress<'_>) {
     let mut last = e.stats().l2_sizes.l2_blocks;
     let mut still = 0;
     while still < 5 {
@@ -129,7 +129,7 @@ fn settle(e: &Engine, w: &Workload, progress: Progress<'_>) {
 fn measure_clients(
     e: &Engine,
     w: &Workload,
-    progress: Progress<'_>,
+    progress: OnProgress<'_>,
 ) -> Result<(Report, Stats), Error> {
     let plan = Plan::new(w, Kind::Random)?;
     let m = Measure::begin(e);
@@ -159,7 +159,7 @@ fn measure_clients(
 fn measure_in_reactor(
     e: &Engine,
     w: &Workload,
-    progress: Progress<'_>,
+    progress: OnProgress<'_>,
 ) -> Result<(Report, Stats), Error> {
     let m = Measure::begin(e);
     let spec = polarc::JobSpec {
