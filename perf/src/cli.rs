@@ -2,7 +2,8 @@
 
 use crate::trace::Format;
 use crate::units::{parse_duration, parse_size};
-use clap::Parser;
+use crate::workload::{Op, OpMix, Popularity, Workload};
+use clap::{Parser, ValueEnum};
 use std::time::Duration;
 
 /// polarc's perf harness: run a cache workload or replay a trace, and
@@ -28,14 +29,14 @@ pub struct Args {
     #[arg(long, value_parser = parse_cores)]
     pub cores: Option<CoreList>,
     /// Reactor idle strategy.
-    #[arg(long, default_value = "adaptive", value_parser = ["busy", "adaptive"])]
-    pub idle: String,
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub idle: Idle,
     /// ARC capacity.
     #[arg(long, default_value = "48MiB", value_parser = parse_size)]
     pub arc: u64,
     /// Replacement policy.
-    #[arg(long, default_value = "arc", value_parser = ["arc", "lru"])]
-    pub policy: String,
+    #[arg(long, value_enum, default_value = "arc")]
+    pub policy: Policy,
     /// Buffer pool size. Default: the engine's (ARC × 1.5 + 32 MiB, more
     /// with L2), or ARC × 3 + 64 MiB when replaying a trace: with objects of
     /// many sizes, slabs stay with the size classes that first took them.
@@ -78,8 +79,8 @@ pub struct Args {
     pub backing: String,
     /// The engine to drive: polarc, or foyer (needs the `compare-foyer`
     /// cargo feature).
-    #[arg(long, default_value = "polarc", value_parser = ["polarc", "foyer"])]
-    pub engine: String,
+    #[arg(long, value_enum, default_value = "polarc")]
+    pub engine: EngineKind,
 
     // --- workload ---
     /// Distinct keys.
@@ -104,7 +105,7 @@ pub struct Args {
     pub scan_share: f64,
     /// Operation mix, in relative shares: `read:90,insert:5,invalidate:3,prefetch:2`.
     #[arg(long, default_value = "read:100", value_parser = parse_mix)]
-    pub mix: Mix,
+    pub mix: OpMix,
     /// Measured operations.
     #[arg(long, default_value_t = 400_000)]
     pub ops: u64,
@@ -202,24 +203,181 @@ pub struct ValueSize {
     pub max: usize,
 }
 
-/// Operation mix, as relative shares.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct Mix {
-    /// Read-through.
-    pub read: f64,
-    /// Insert.
-    pub insert: f64,
-    /// Invalidate.
-    pub invalidate: f64,
-    /// Prefetch.
-    pub prefetch: f64,
+// The variants of these enums have no doc comments: clap would print
+// them in --help.
+
+/// `--idle`: the reactors' idle strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Idle {
+    Busy,
+    Adaptive,
+}
+
+impl From<Idle> for polarc::IdleStrategy {
+    fn from(i: Idle) -> Self {
+        match i {
+            Idle::Busy => polarc::IdleStrategy::Busy,
+            Idle::Adaptive => polarc::IdleStrategy::Adaptive,
+        }
+    }
+}
+
+/// `--policy`: the ARC's replacement policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Policy {
+    Arc,
+    Lru,
+}
+
+impl From<Policy> for polarc::Policy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Arc => polarc::Policy::Arc,
+            Policy::Lru => polarc::Policy::Lru,
+        }
+    }
+}
+
+/// As spelled on the command line.
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(v.get_name())
+    }
+}
+
+/// `--engine`: the engine a run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    Polarc,
+    Foyer,
+}
+
+/// Options that are wrong on their own or do not fit together.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgError {
+    /// A count that must not be zero.
+    #[error("--clients, --queue-depth and --keys must be at least 1")]
+    Zero,
+    /// Values cannot expand.
+    #[error("--compressibility {0} must be a number >= 1")]
+    Compressibility(f64),
+    /// A share outside 0..=1.
+    #[error("--scan-share {0} must be within 0..=1")]
+    ScanShare(f64),
+    /// A negative or NaN exponent.
+    #[error("--zipf {0} must be a number >= 0")]
+    Zipf(f64),
+    /// A timeline needs intervals.
+    #[error("--timeline-interval must be above zero")]
+    TimelineInterval,
+    /// `--bench-feed` without a device.
+    #[error("--bench-feed needs an --l2 device, e.g. --l2 file:/var/tmp/f.img:2GiB")]
+    FeedNeedsL2,
+    /// `--fio-compare` without a device fio can read.
+    #[error("--fio-compare needs an --l2 file: or uring: device")]
+    FioNeedsFile,
+    /// `--spdk-perf-compare` without an SPDK device.
+    #[error("--spdk-perf-compare needs an --l2 spdk: device")]
+    SpdkPerfNeedsSpdk,
+    /// foyer with a trace or in-reactor jobs.
+    #[error(
+        "--engine foyer runs synthetic read-through workloads only (no --trace, no --in-reactor)"
+    )]
+    FoyerSyntheticOnly,
+    /// foyer without a disk tier.
+    #[error("--engine foyer needs a disk tier: --l2 auto or --l2 file:PATH:SIZE")]
+    FoyerNeedsDisk,
+    /// foyer on a file without a size.
+    #[error("--l2 {0}: foyer needs a size, file:PATH:SIZE")]
+    FoyerNeedsSize(String),
+    /// foyer on a device it cannot use.
+    #[error("--l2 {0}: foyer runs on file:PATH:SIZE or auto")]
+    FoyerDevice(String),
+    /// foyer with a backing store it cannot use.
+    #[error("--engine foyer supports --backing sim:LATENCY")]
+    FoyerBacking,
+}
+
+/// A config file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// It is not TOML.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    /// It names another config file.
+    #[error("a config file cannot name another")]
+    Nested,
+    /// A value that is not a string, a number, a boolean or an array of
+    /// those.
+    #[error("{key}: unsupported value {value}")]
+    Value {
+        /// The option.
+        key: String,
+        /// Its value.
+        value: toml::Value,
+    },
+}
+
+impl Args {
+    /// Options that no parser can check on its own.
+    pub fn check(&self) -> Result<(), ArgError> {
+        if self.clients == 0 || self.queue_depth == 0 || self.keys == 0 {
+            return Err(ArgError::Zero);
+        }
+        if !(self.compressibility.is_finite() && self.compressibility >= 1.0) {
+            return Err(ArgError::Compressibility(self.compressibility));
+        }
+        if !(0.0..=1.0).contains(&self.scan_share) {
+            return Err(ArgError::ScanShare(self.scan_share));
+        }
+        if !(self.zipf.is_finite() && self.zipf >= 0.0) {
+            return Err(ArgError::Zipf(self.zipf));
+        }
+        if self.timeline_interval.is_zero() {
+            return Err(ArgError::TimelineInterval);
+        }
+        Ok(())
+    }
+
+    /// The synthetic workload these options describe.
+    pub fn workload(&self) -> Workload {
+        Workload {
+            keys: self.keys,
+            popularity: match self.hotspot {
+                Some((keys, share)) => Popularity::Hotspot { keys, share },
+                None if self.zipf == 0.0 => Popularity::Uniform,
+                None => Popularity::Zipf(self.zipf),
+            },
+            scan_share: self.scan_share,
+            mix: self.mix,
+            value_size: (self.value_size.min, self.value_size.max),
+            compressibility: self.compressibility,
+            ops: self.ops,
+            duration: self.duration,
+            warmup_ops: self.warmup_ops,
+            clients: self.clients,
+            queue_depth: self.queue_depth,
+            sequential_warmup: self.sequential_warmup,
+            settle_l2: self.settle_l2,
+            timeline_interval: self.timeline_interval,
+        }
+    }
 }
 
 fn parse_value_size(s: &str) -> Result<ValueSize, String> {
     let (min, max) = match s.split_once('-') {
-        Some((a, b)) => (parse_size(a)?, parse_size(b)?),
+        Some((a, b)) => (
+            parse_size(a).map_err(|e| e.to_string())?,
+            parse_size(b).map_err(|e| e.to_string())?,
+        ),
         None => {
-            let v = parse_size(s)?;
+            let v = parse_size(s).map_err(|e| e.to_string())?;
             (v, v)
         }
     };
@@ -245,13 +403,8 @@ fn parse_hotspot(s: &str) -> Result<(f64, f64), String> {
     Ok((a, b))
 }
 
-fn parse_mix(s: &str) -> Result<Mix, String> {
-    let mut m = Mix {
-        read: 0.0,
-        insert: 0.0,
-        invalidate: 0.0,
-        prefetch: 0.0,
-    };
+fn parse_mix(s: &str) -> Result<OpMix, String> {
+    let mut m = OpMix::default();
     for part in s.split(',') {
         let (k, v) = part
             .split_once(':')
@@ -262,19 +415,13 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
             .ok()
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| format!("{part:?}: the share must be a number >= 0"))?;
-        match k.trim() {
-            "read" => m.read = v,
-            "insert" => m.insert = v,
-            "invalidate" => m.invalidate = v,
-            "prefetch" => m.prefetch = v,
-            other => {
-                return Err(format!(
-                    "{other:?}: unknown operation (read, insert, invalidate, prefetch)"
-                ))
-            }
-        }
+        let k = k.trim();
+        let op = Op::from_str(k, false).map_err(|_| {
+            format!("{k:?}: unknown operation (read, insert, invalidate, prefetch)")
+        })?;
+        *m.share_mut(op) = v;
     }
-    if m.read + m.insert + m.invalidate + m.prefetch <= 0.0 {
+    if m.total() <= 0.0 {
         return Err("the mix has no operations".into());
     }
     Ok(m)
@@ -351,21 +498,24 @@ pub fn parse_from(argv: Vec<String>) -> Result<Args, clap::Error> {
 
 /// The config file as command-line options: `(name, value)`; flags that
 /// are `true` have no value, `false` ones are left out.
-fn config_args(path: &std::path::Path) -> Result<Vec<(String, Option<String>)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+fn config_args(path: &std::path::Path) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+    let text = std::fs::read_to_string(path)?;
+    let table: toml::Table = text.parse()?;
     let mut out = vec![];
     for (k, v) in table {
         let name = k.replace('_', "-");
         if name == "config" {
-            return Err("a config file cannot name another".into());
+            return Err(ConfigError::Nested);
         }
-        let scalar = |v: &toml::Value| -> Result<String, String> {
+        let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
             match v {
                 toml::Value::String(s) => Ok(s.clone()),
                 toml::Value::Integer(i) => Ok(i.to_string()),
                 toml::Value::Float(f) => Ok(f.to_string()),
-                other => Err(format!("{k}: unsupported value {other}")),
+                other => Err(ConfigError::Value {
+                    key: k.clone(),
+                    value: other.clone(),
+                }),
             }
         };
         match &v {

@@ -1,11 +1,9 @@
-//! `--l2` device specs: `none`, `mem:SIZE`, `file:PATH[:SIZE]`,
-//! `uring:/dev/XXX`, and with the `spdk` feature `spdk:…` (see
-//! [`crate::spdk`]).
+//! `--l2` device specs and opening them: `none`, `mem:`, `file:`, `uring:`, `spdk:`.
 
-use crate::units::parse_size;
+use crate::units::{parse_size, UnitError};
 use polarc::device::mem::MemDevice;
 use polarc::device::uring::{UringDevice, UringOptions};
-use polarc::device::BlockDevice;
+use polarc::device::{BlockDevice, DeviceError};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +17,26 @@ pub struct Opened {
     pub trid: Option<String>,
     /// What must live as long as the device (a local NVMe-oF target).
     pub guard: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl Opened {
+    fn new(device: impl BlockDevice + 'static) -> Opened {
+        Opened {
+            device: Arc::new(device),
+            note: None,
+            trid: None,
+            guard: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("device", &self.device.info())
+            .field("note", &self.note)
+            .finish()
+    }
 }
 
 /// How devices are opened.
@@ -43,13 +61,45 @@ impl OpenOptions {
     }
 }
 
-impl std::fmt::Debug for Opened {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opened")
-            .field("device", &self.device.info())
-            .field("note", &self.note)
-            .finish()
-    }
+/// A `--l2` spec that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("--l2 {spec}: {source}")]
+pub struct OpenError {
+    /// The spec.
+    pub spec: String,
+    /// What is wrong with it.
+    pub source: SpecError,
+}
+
+/// What is wrong with a `--l2` spec, or the device it names.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Not `KIND:…`.
+    #[error("expected none, mem:SIZE, file:PATH[:SIZE], uring:/dev/DEVICE or spdk:TARGET")]
+    Syntax,
+    /// A kind this harness does not know.
+    #[error("unknown device kind; expected none, mem, file, uring or spdk")]
+    UnknownKind,
+    /// A size that does not parse.
+    #[error(transparent)]
+    Size(#[from] UnitError),
+    /// A `file:` spec without a size, for a file that does not exist.
+    #[error("the file does not exist; give a size, e.g. file:/tmp/l2.img:2GiB")]
+    NoFile,
+    /// The engine could not open the device.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// `spdk:` in a build without SPDK.
+    #[error(
+        "unsupported: this polarc-perf was built without SPDK \
+         (build it with --features spdk and SPDK_DIR set; see docs/spdk.md)"
+    )]
+    NoSpdk,
+    /// SPDK could not open the device.
+    #[cfg(feature = "spdk")]
+    #[error(transparent)]
+    Spdk(#[from] crate::spdk::SpdkError),
 }
 
 /// The `PATH[:SIZE]` of a `file:` spec: the size is whatever follows the
@@ -67,61 +117,61 @@ pub fn file_spec(rest: &str) -> (&str, Option<u64>) {
 
 /// Opens the devices `spec` names: none for `none`, several for
 /// `spdk:pcie`, else one.
-pub fn open(spec: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
-    let bad = |why: &str| format!("--l2 {spec}: {why}");
+pub fn open(spec: &str, o: &OpenOptions) -> Result<Vec<Opened>, OpenError> {
+    open_spec(spec, o).map_err(|source| OpenError {
+        spec: spec.into(),
+        source,
+    })
+}
+
+fn open_spec(spec: &str, o: &OpenOptions) -> Result<Vec<Opened>, SpecError> {
     if spec == "none" {
         return Ok(Vec::new());
     }
-    let direct = o.direct;
-    let (kind, rest) = spec.split_once(':').ok_or_else(|| {
-        bad("expected none, mem:SIZE, file:PATH[:SIZE], uring:/dev/DEVICE or spdk:TARGET")
-    })?;
-    let uring = |path: &str, size: Option<u64>| -> Result<Opened, String> {
-        let opts = UringOptions {
-            direct,
-            size,
-            ..UringOptions::default()
-        };
-        let d = UringDevice::open(Path::new(path), opts).map_err(|e| bad(&e.to_string()))?;
-        let note = (direct && !d.direct())
-            .then(|| format!("{path}: buffered I/O (the filesystem refused O_DIRECT)"));
-        Ok(Opened {
-            device: Arc::new(d),
-            note,
-            trid: None,
-            guard: None,
-        })
-    };
+    let (kind, rest) = spec.split_once(':').ok_or(SpecError::Syntax)?;
     match kind {
-        "mem" => {
-            let size = parse_size(rest).map_err(|e| bad(&e))?;
-            let d = MemDevice::new(size, 512).map_err(|e| bad(&e.to_string()))?;
-            Ok(vec![Opened {
-                device: Arc::new(d),
-                note: None,
-                trid: None,
-                guard: None,
-            }])
-        }
+        "mem" => Ok(vec![Opened::new(MemDevice::new(parse_size(rest)?, 512)?)]),
         "file" => {
             let (path, size) = file_spec(rest);
             if size.is_none() && !Path::new(path).exists() {
-                return Err(bad(
-                    "the file does not exist; give a size, e.g. file:/tmp/l2.img:2GiB",
-                ));
+                return Err(SpecError::NoFile);
             }
-            uring(path, size).map(|d| vec![d])
+            Ok(vec![uring(path, size, o.direct)?])
         }
-        "uring" => uring(rest, None).map(|d| vec![d]),
+        "uring" => Ok(vec![uring(rest, None, o.direct)?]),
         #[cfg(feature = "spdk")]
-        "spdk" => crate::spdk::open(rest, o).map_err(|e| bad(&e)),
+        "spdk" => Ok(crate::spdk::open(rest, &o.cores, o.dma_mb)?
+            .into_iter()
+            .map(|d| Opened {
+                device: Arc::new(d.device),
+                note: d.note,
+                trid: Some(d.trid),
+                guard: d
+                    .target
+                    .map(|t| Box::new(t) as Box<dyn std::any::Any + Send>),
+            })
+            .collect()),
         #[cfg(not(feature = "spdk"))]
-        "spdk" => Err(bad("unsupported: this polarc-perf was built without SPDK \
-             (build it with --features spdk and SPDK_DIR set; see docs/spdk.md)")),
-        _ => Err(bad(
-            "unknown device kind; expected none, mem, file, uring or spdk",
-        )),
+        "spdk" => Err(SpecError::NoSpdk),
+        _ => Err(SpecError::UnknownKind),
     }
+}
+
+/// An io_uring device on `path`; notes when the filesystem refused
+/// O_DIRECT.
+fn uring(path: &str, size: Option<u64>, direct: bool) -> Result<Opened, DeviceError> {
+    let opts = UringOptions {
+        direct,
+        size,
+        ..UringOptions::default()
+    };
+    let d = UringDevice::open(Path::new(path), opts)?;
+    let note = (direct && !d.direct())
+        .then(|| format!("{path}: buffered I/O (the filesystem refused O_DIRECT)"));
+    Ok(Opened {
+        note,
+        ..Opened::new(d)
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +191,7 @@ mod tests {
             .pop()
             .unwrap();
         assert_eq!(f.device.info().capacity, 8 << 20);
-        let err = |s: &str| open(s, &o).err().unwrap();
+        let err = |s: &str| open(s, &o).err().unwrap().to_string();
         assert!(err("mem:lots").contains("--l2 mem:lots"));
         assert!(err("disk:/x").contains("unknown device kind"));
         assert!(err("file:/nonexistent/x.img").contains("does not exist"));

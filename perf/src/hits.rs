@@ -1,7 +1,4 @@
-//! The ARC-hit benchmark: 4 KiB blocks that all fit in the ARC, read and
-//! copied out, against a no-engine baseline doing the same work: a sharded
-//! `HashMap<key, Arc<[u8]>>` behind mutexes, with the same number of
-//! threads and the same hash function.
+//! The ARC-hit benchmark: resident 4 KiB blocks read and copied out, against a no-engine baseline.
 
 use polarc::{index_key, Engine, IdleStrategy, JobOp, JobSpec};
 use rand::rngs::SmallRng;
@@ -55,7 +52,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 type Table = Vec<Mutex<HashMap<[u8; 8], Arc<[u8]>, xxhash_rust::xxh3::Xxh3DefaultBuilder>>>;
 
-/// The baseline: `threads` threads doing lock, look up, copy out, unlock.
+/// The baseline: the same work without the engine, `threads` threads doing
+/// lock, look up, copy out, unlock on a sharded `HashMap<key, Arc<[u8]>>`
+/// behind mutexes, with the engine's hash function.
 pub fn baseline(b: &HitBench, threads: usize) -> HitResult {
     let shards = 64;
     let table: Arc<Table> = Arc::new(

@@ -1,11 +1,12 @@
-//! polarc-perf: the perf harness's library (trace readers, workloads,
-//! benchmarks). The binary is `src/main.rs`.
+//! The harness's library: options, devices, workloads, reports, traces (modes: src/mode/).
 
 pub mod cli;
 pub mod devices;
 pub mod hits;
 pub mod plot;
+pub mod procfs;
 pub mod progress;
+pub mod report;
 #[cfg(feature = "spdk")]
 pub mod spdk;
 pub mod trace;

@@ -1,14 +1,16 @@
 //! `--plot`: hit ratio over time and the latency CDF per class, as SVG.
 
-use crate::workload::Report;
+use crate::report::{Report, Tick};
 use plotters::prelude::*;
 use std::path::Path;
 
+/// A plot that could not be drawn or written.
+pub type Error = DrawingAreaErrorKind<std::io::Error>;
+
 /// Draws `r` into an SVG at `path`.
-pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
+pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), Error> {
     let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+    root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
 
     let t_max = r.timeline.last().map_or(1.0, |t| t.t).max(1e-3);
@@ -17,33 +19,23 @@ pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
-        .build_cartesian_2d(0.0..t_max, 0.0..1.0)
-        .map_err(|e| err(&e))?;
+        .build_cartesian_2d(0.0..t_max, 0.0..1.0)?;
     c.configure_mesh()
         .x_desc("seconds")
         .y_desc("hit ratio")
-        .draw()
-        .map_err(|e| err(&e))?;
+        .draw()?;
     for (name, color, f) in [
-        (
-            "overall",
-            BLUE,
-            (|t: &crate::workload::Tick| t.hit_ratio) as fn(&_) -> f64,
-        ),
-        ("L2", RED, |t: &crate::workload::Tick| t.l2_hit_ratio),
+        ("overall", BLUE, (|t: &Tick| t.hit_ratio) as fn(&_) -> f64),
+        ("L2", RED, |t: &Tick| t.l2_hit_ratio),
     ] {
         c.draw_series(LineSeries::new(
             r.timeline.iter().map(|t| (t.t, f(t))),
             color,
-        ))
-        .map_err(|e| err(&e))?
+        ))?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
-    c.configure_series_labels()
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
+    c.configure_series_labels().border_style(BLACK).draw()?;
 
     let max_us = r
         .cdf
@@ -55,13 +47,11 @@ pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
-        .build_cartesian_2d((0.1f64..max_us * 1.2).log_scale(), 0.0..1.0)
-        .map_err(|e| err(&e))?;
+        .build_cartesian_2d((0.1f64..max_us * 1.2).log_scale(), 0.0..1.0)?;
     c.configure_mesh()
         .x_desc("latency (µs)")
         .y_desc("fraction of requests")
-        .draw()
-        .map_err(|e| err(&e))?;
+        .draw()?;
     for ((name, pts), color) in r.cdf.iter().zip([GREEN, RED, BLACK]) {
         if pts.is_empty() {
             continue;
@@ -69,15 +59,11 @@ pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), String> {
         c.draw_series(LineSeries::new(
             pts.iter().map(|&(us, q)| (us.max(0.1), q)),
             color,
-        ))
-        .map_err(|e| err(&e))?
+        ))?
         .label(*name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
-    c.configure_series_labels()
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    c.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
     Ok(())
 }

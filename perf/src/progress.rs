@@ -1,5 +1,4 @@
-//! Progress: an indicatif bar on a terminal, plain periodic lines
-//! otherwise (logs, CI).
+//! Progress: an indicatif bar on a terminal, plain periodic lines otherwise (logs, CI).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::cell::RefCell;

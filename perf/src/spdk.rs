@@ -1,65 +1,114 @@
-//! `--l2 spdk:…` (feature `spdk`): NVMe through SPDK's userspace driver.
-//!
-//! * `spdk:0000:01:00.0`: a local PCIe controller (bound with
-//!   `env/setup.sh config`);
-//! * `spdk:pcie`: every local PCIe controller bound to a userspace driver;
-//! * `spdk:'trtype:TCP adrfam:IPv4 traddr:… trsvcid:… subnqn:…'`: any
-//!   transport ID (PCIe, TCP, RDMA), optionally with `ns:N`;
-//! * `spdk:nvmf:SIZE`: starts SPDK's `nvmf_tgt` here with a malloc bdev
-//!   of SIZE and connects to it over NVMe/TCP on 127.0.0.1 (no NVMe
-//!   hardware needed; the target gets a core the reactors do not use).
-//!
-//! SPDK's environment starts with the first such device: hugepages when
-//! enough are free, else normal pages (`--no-huge`), which the run's
-//! fallback note says.
+//! SPDK for the harness (feature `spdk`): `--l2 spdk:…` devices and `spdk_nvme_perf`.
 
-use crate::devices::{OpenOptions, Opened};
-use crate::units::parse_size;
+use crate::procfs::free_hugepages_mb;
+use crate::units::{parse_size, UnitError};
 use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
-use polarc::device::BlockDevice;
+use polarc::device::{BlockDevice, DeviceError};
 use polarc::testing::nvmf_target::NvmfTarget;
-use std::sync::Arc;
+use std::path::PathBuf;
 
-/// Opens `spdk:REST`.
-pub fn open(rest: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
-    let note = start_env(o)?;
-    let one =
-        |dev: SpdkDevice, trid: String, guard: Option<Box<dyn std::any::Any + Send>>| Opened {
-            device: Arc::new(dev) as Arc<dyn BlockDevice>,
-            note: note.clone(),
-            trid: Some(trid),
-            guard,
-        };
+/// An SPDK device that `spdk:…` named.
+#[derive(Debug)]
+pub struct SpdkL2 {
+    /// The namespace.
+    pub device: SpdkDevice,
+    /// Its transport ID, for `--spdk-perf-compare`.
+    pub trid: String,
+    /// The local target serving it (`spdk:nvmf:`); it must outlive the
+    /// device.
+    pub target: Option<NvmfTarget>,
+    /// What SPDK's environment fell back to, if anything.
+    pub note: Option<String>,
+}
+
+/// SPDK could not open a device or run `spdk_nvme_perf`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpdkError {
+    /// The size of `spdk:nvmf:SIZE` does not parse.
+    #[error(transparent)]
+    Size(#[from] UnitError),
+    /// SPDK's environment, a transport ID or a controller failed.
+    #[error(transparent)]
+    Driver(#[from] DeviceError),
+    /// The local `nvmf_tgt` did not start.
+    #[error("{0}")]
+    Target(Box<dyn std::error::Error + Send + Sync>),
+    /// `spdk:pcie` found no controller.
+    #[error(
+        "no PCIe NVMe controller is bound to a userspace driver \
+         (run env/setup.sh config, then env/setup.sh status)"
+    )]
+    NoPcie,
+    /// `spdk_nvme_perf` is not installed.
+    #[error("spdk_nvme_perf not found (set SPDK_DIR)")]
+    NoNvmePerf,
+    /// `spdk_nvme_perf` could not be started.
+    #[error("{}: {source}", .bin.display())]
+    RunNvmePerf {
+        /// The program.
+        bin: PathBuf,
+        /// Why it did not start.
+        source: std::io::Error,
+    },
+    /// `spdk_nvme_perf` failed or printed no total.
+    #[error("spdk_nvme_perf failed ({status}): {output}")]
+    NvmePerf {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its stdout and stderr.
+        output: String,
+    },
+}
+
+/// Opens `spdk:REST` for reactors on `cores`, with `dma_mb` MiB of DMA
+/// memory:
+///
+/// * `0000:01:00.0`: a local PCIe controller (bound with
+///   `env/setup.sh config`);
+/// * `pcie`: every local PCIe controller bound to a userspace driver;
+/// * `'trtype:TCP adrfam:IPv4 traddr:… trsvcid:… subnqn:…'`: any
+///   transport ID (PCIe, TCP, RDMA), optionally with `ns:N`;
+/// * `nvmf:SIZE`: starts SPDK's `nvmf_tgt` here with a malloc bdev of SIZE
+///   and connects to it over NVMe/TCP on 127.0.0.1 (no NVMe hardware
+///   needed; the target gets a core the reactors do not use).
+pub fn open(rest: &str, cores: &[usize], dma_mb: u32) -> Result<Vec<SpdkL2>, SpdkError> {
+    let note = start_env(cores, dma_mb)?;
+    let one = |device: SpdkDevice, trid: String, target: Option<NvmfTarget>| SpdkL2 {
+        device,
+        trid,
+        target,
+        note: note.clone(),
+    };
     if let Some(size) = rest.strip_prefix("nvmf:") {
         let size = parse_size(size)?;
-        let core = target_core(&o.cores);
-        if o.cores.contains(&core) {
+        let core = target_core(cores);
+        if cores.contains(&core) {
             eprintln!(
                 "warning: nvmf_tgt busy-polls core {core}, which a reactor also uses: \
                  that reactor will be slow (leave a core free, e.g. --reactors {})",
-                o.cores.len().saturating_sub(1).max(1)
+                cores.len().saturating_sub(1).max(1)
             );
         }
-        let t = NvmfTarget::start(size.div_ceil(1 << 20), 512, core)?;
+        let t = NvmfTarget::start(size.div_ceil(1 << 20), 512, core)
+            .map_err(|e| SpdkError::Target(e.into()))?;
         let trid = t.trid();
-        let dev = connect(&trid)?;
+        let dev = SpdkDevice::connect(&SpdkTarget::parse(&trid)?)?;
         println!(
             "started nvmf_tgt on core {core}, port {} ({} MiB malloc bdev)",
             t.port,
             size >> 20
         );
-        return Ok(vec![one(dev, trid, Some(Box::new(t)))]);
+        return Ok(vec![one(dev, trid, Some(t))]);
     }
     if rest == "pcie" || rest.starts_with("pcie:") {
         let allow: Vec<String> = rest
             .strip_prefix("pcie:")
             .map(|l| l.split(',').map(str::to_string).collect())
             .unwrap_or_default();
-        let devs = SpdkDevice::probe_pcie(&allow).map_err(|e| e.to_string())?;
+        let devs = SpdkDevice::probe_pcie(&allow)?;
         if devs.is_empty() {
-            return Err("no PCIe NVMe controller is bound to a userspace driver \
-                        (run env/setup.sh config, then env/setup.sh status)"
-                .into());
+            return Err(SpdkError::NoPcie);
         }
         return Ok(devs
             .into_iter()
@@ -69,17 +118,9 @@ pub fn open(rest: &str, o: &OpenOptions) -> Result<Vec<Opened>, String> {
             })
             .collect());
     }
-    let target = SpdkTarget::parse(rest).map_err(|e| e.to_string())?;
-    let dev = connect_target(&target)?;
+    let target = SpdkTarget::parse(rest)?;
+    let dev = SpdkDevice::connect(&target)?;
     Ok(vec![one(dev, target.trid, None)])
-}
-
-fn connect(trid: &str) -> Result<SpdkDevice, String> {
-    connect_target(&SpdkTarget::parse(trid).map_err(|e| e.to_string())?)
-}
-
-fn connect_target(t: &SpdkTarget) -> Result<SpdkDevice, String> {
-    SpdkDevice::connect(t).map_err(|e| e.to_string())
 }
 
 /// A core for a local target: the last one the reactors do not use, else 0.
@@ -91,45 +132,31 @@ fn target_core(reactor_cores: &[usize]) -> usize {
         .unwrap_or(0)
 }
 
-/// Free hugepage memory in MiB, from /proc/meminfo.
-fn free_hugepages_mb() -> u64 {
-    let Ok(m) = std::fs::read_to_string("/proc/meminfo") else {
-        return 0;
-    };
-    let field = |name: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field("HugePages_Free:") * field("Hugepagesize:") / 1024
-}
-
-/// Starts SPDK's environment (once); returns the fallback note, if any.
-fn start_env(o: &OpenOptions) -> Result<Option<String>, String> {
+/// Starts SPDK's environment (once, with the first device): hugepages when
+/// enough are free, else normal pages (`--no-huge`); returns the fallback
+/// note, if any, which the run prints.
+fn start_env(cores: &[usize], dma_mb: u32) -> Result<Option<String>, SpdkError> {
     let free = free_hugepages_mb();
-    let no_huge = free < u64::from(o.dma_mb);
+    let no_huge = free < u64::from(dma_mb);
     init_env(&SpdkEnvOptions {
         name: "polarc-perf".into(),
-        cores: o.cores.clone(),
-        mem_size_mb: Some(o.dma_mb),
+        cores: cores.to_vec(),
+        mem_size_mb: Some(dma_mb),
         no_huge,
         no_pci: false,
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     Ok(no_huge.then(|| {
         format!(
-            "SPDK on normal pages ({} MiB; {free} MiB of hugepages free; see env/setup.sh)",
-            o.dma_mb
+            "SPDK on normal pages ({dma_mb} MiB; {free} MiB of hugepages free; see env/setup.sh)"
         )
     }))
 }
 
 /// Runs SPDK's `spdk_nvme_perf`, 4 KiB random reads for 10 s at queue
 /// depth `depth` on `core`, against `trid`; returns its IOPS.
-pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, String> {
-    let bin = polarc::testing::nvmf_target::spdk_bin("spdk_nvme_perf")
-        .ok_or("spdk_nvme_perf not found (set SPDK_DIR)")?;
+pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, SpdkError> {
+    let bin =
+        polarc::testing::nvmf_target::spdk_bin("spdk_nvme_perf").ok_or(SpdkError::NoNvmePerf)?;
     let mut cmd = std::process::Command::new(&bin);
     cmd.args([
         "-q",
@@ -149,9 +176,10 @@ pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, String> {
     if let Some(lib) = option_env!("POLARC_SPDK_LIBDIR") {
         cmd.env("LD_LIBRARY_PATH", lib);
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(source) => return Err(SpdkError::RunNvmePerf { bin, source }),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let total = text
         .lines()
@@ -166,11 +194,9 @@ pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, String> {
         });
     match (out.status.success(), total) {
         (true, Some(iops)) => Ok(iops),
-        _ => Err(format!(
-            "spdk_nvme_perf failed ({}): {}{}",
-            out.status,
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        )),
+        _ => Err(SpdkError::NvmePerf {
+            status: out.status,
+            output: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+        }),
     }
 }

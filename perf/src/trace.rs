@@ -1,21 +1,4 @@
-//! Trace readers. Every reader takes untrusted bytes and returns errors
-//! naming the file and the line or record; none of them panics.
-//!
-//! Formats:
-//! * `lis`: the ARC paper's traces. Text lines `start nblocks ignored reqno`;
-//!   each line expands to `nblocks` accesses of the 512-byte pages
-//!   `start .. start+nblocks`.
-//! * `oracle`: libCacheSim's oracleGeneral binary; packed little-endian
-//!   24-byte records `u32 clock, u64 obj_id, u32 obj_size, i64 next_vtime`.
-//!
-//! * `csv`: one access per line, the key and (optionally) the size in
-//!   configurable columns;
-//! * `keys`: one key per line.
-//!
-//! Text keys that are decimal numbers are used as they are; other keys are
-//! hashed (xxh3) to a 64-bit id.
-//!
-//! Files ending in `.zst`, `.gz` or `.xz` are decompressed on the fly.
+//! Trace readers: untrusted bytes in, accesses or errors naming the file and line or record out.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -33,7 +16,20 @@ pub struct Access {
     pub size: u32,
 }
 
-/// Trace file formats.
+/// Trace file formats (the variants' docs are `--help` text). Files ending
+/// in `.zst`, `.gz` or `.xz` are decompressed on the fly; no reader panics.
+///
+/// * `lis`: the ARC paper's traces. Text lines `start nblocks ignored reqno`;
+///   each line expands to `nblocks` accesses of the 512-byte pages
+///   `start .. start+nblocks`.
+/// * `oracle`: libCacheSim's oracleGeneral binary; packed little-endian
+///   24-byte records `u32 clock, u64 obj_id, u32 obj_size, i64 next_vtime`.
+/// * `csv`: one access per line, the key and (optionally) the size in
+///   configurable columns;
+/// * `keys`: one key per line.
+///
+/// Text keys that are decimal numbers are used as they are; other keys are
+/// hashed (xxh3) to a 64-bit id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Format {
     /// The ARC paper's text format (512-byte pages).

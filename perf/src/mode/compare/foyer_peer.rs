@@ -1,57 +1,85 @@
-//! foyer side by side (`--engine foyer`, cargo feature `compare-foyer`):
-//! the same key stream, the same simulated backing store (the engine's
-//! `SimStore`) and the same memory and disk capacities, through foyer's
-//! `HybridCache` with a file-backed block engine.
-//!
-//! foyer 0.22's `with_compression` has no effect, so foyer runs without
-//! compression; the report says so. Each read copies the value out, as
-//! polarc's in-reactor jobs do.
+//! foyer side by side (`--engine foyer`, cargo feature `compare-foyer`).
 
+use crate::error::Error;
+use crate::mode::{engine::AUTO_L2, output};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FileDeviceBuilder, HybridCache, HybridCacheBuilder,
     IoEngineConfig, PsyncIoEngineConfig, Source, UringIoEngineConfig,
 };
+use hdrhistogram::errors::AdditionError;
 use polarc::{BackingStore, Latency, ReadDone, SimStore};
-use polarc_perf::cli::Args;
-use polarc_perf::workload::{self, KeySampler, Tick};
+use polarc_perf::cli::{ArgError, Args};
+use polarc_perf::report::{histograms, Histograms, Report, Tick};
+use polarc_perf::units::{parse_duration, UnitError};
+use polarc_perf::workload::KeySampler;
+use polarc_perf::{devices, plot, procfs};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Hist = hdrhistogram::Histogram<u64>;
+/// foyer could not run the workload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The `--backing sim:` latency does not parse.
+    #[error(transparent)]
+    Latency(#[from] UnitError),
+    /// The temp directory, the store or the runtime could not be set up.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// foyer failed.
+    #[error(transparent)]
+    Foyer(#[from] foyer::Error),
+    /// A task panicked.
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    /// Latency histograms could not be merged.
+    #[error(transparent)]
+    Histogram(#[from] AdditionError),
+    /// `--plot` failed.
+    #[error("--plot: {0}")]
+    Plot(#[source] plot::Error),
+}
 
-/// Runs the workload of `a` through foyer and prints and writes the report.
-pub fn run(a: &Args) -> Result<(), String> {
+/// Runs the workload of `a` through foyer's `HybridCache` with a
+/// file-backed block engine, with the same key stream, the same simulated
+/// backing store (the engine's `SimStore`) and the same memory and disk
+/// capacities, and prints and writes the report.
+///
+/// foyer 0.22's `with_compression` has no effect, so foyer runs without
+/// compression; the report says so. Each read copies the value out, as
+/// polarc's in-reactor jobs do.
+pub fn run(a: &Args) -> Result<(), Error> {
     if a.trace.is_some() || a.in_reactor {
-        return Err("--engine foyer runs synthetic read-through workloads only (no --trace, no --in-reactor)".into());
+        return Err(ArgError::FoyerSyntheticOnly.into());
     }
     let spec =
         a.l2.iter()
             .find(|s| s.as_str() != "none")
-            .ok_or("--engine foyer needs a disk tier: --l2 auto or --l2 file:PATH:SIZE")?;
+            .ok_or(ArgError::FoyerNeedsDisk)?;
     let mut temp = None;
     let (path, cap) = match spec.split_once(':') {
         _ if spec == "auto" => {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let dir = tempfile::tempdir().map_err(PeerError::from)?;
             let p = dir.path().join("foyer.img");
             temp = Some(dir);
-            (p, crate::AUTO_L2)
+            (p, AUTO_L2)
         }
-        Some(("file", rest)) => match polarc_perf::devices::file_spec(rest) {
+        Some(("file", rest)) => match devices::file_spec(rest) {
             (p, Some(size)) => (p.into(), size),
-            (_, None) => return Err(format!("--l2 {spec}: foyer needs a size, file:PATH:SIZE")),
+            (_, None) => return Err(ArgError::FoyerNeedsSize(spec.clone()).into()),
         },
-        _ => return Err(format!("--l2 {spec}: foyer runs on file:PATH:SIZE or auto")),
+        _ => return Err(ArgError::FoyerDevice(spec.clone()).into()),
     };
     let latency = match a.backing.split_once(':') {
-        Some(("sim", lat)) => Latency::Fixed(polarc_perf::units::parse_duration(lat)?),
-        _ => return Err("--engine foyer supports --backing sim:LATENCY".into()),
+        Some(("sim", lat)) => Latency::Fixed(parse_duration(lat).map_err(PeerError::from)?),
+        _ => return Err(ArgError::FoyerBacking.into()),
     };
     let (min, max) = (a.value_size.min, a.value_size.max);
     let store = Arc::new(
-        SimStore::with_sizes(latency, min, max, a.compressibility).map_err(|e| e.to_string())?,
+        SimStore::with_sizes(latency, min, max, a.compressibility).map_err(PeerError::from)?,
     );
     let threads = a
         .reactors
@@ -60,9 +88,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         .worker_threads(threads)
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(PeerError::from)?;
     let direct = !a.l2_buffered;
-    let w = crate::workload_of(a);
+    let w = a.workload();
     let sampler = Arc::new(KeySampler::new(&w)?);
     let io = std::env::var("POLARC_FOYER_IO").unwrap_or_else(|_| "uring".into());
     println!(
@@ -77,8 +105,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         let device = FileDeviceBuilder::new(&path)
             .with_capacity(cap as usize)
             .with_direct(direct)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let io_config: Box<dyn IoEngineConfig> = if io == "psync" {
             Box::new(PsyncIoEngineConfig::new())
         } else {
@@ -91,25 +118,24 @@ pub fn run(a: &Args) -> Result<(), String> {
             .with_io_engine_config(io_config)
             .with_engine_config(BlockEngineConfig::new(device))
             .build()
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let cache = Arc::new(cache);
         let depth = a.clients * a.queue_depth;
         phase(&cache, &store, &sampler, depth, w.warmup_ops, 1, "warm-up").await?;
-        let cpu0 = workload::cpu_seconds();
+        let cpu0 = procfs::cpu_seconds();
         let start = Instant::now();
         let (hist, errors, timeline) =
             phase(&cache, &store, &sampler, depth, w.ops, 1_000_003, "measure").await?;
         let seconds = start.elapsed().as_secs_f64();
-        let cpu = workload::cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+        let cpu = procfs::cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         let st = cache.statistics();
         let disk = serde_json::json!({
             "disk_read_ios": st.disk_read_ios(), "disk_read_bytes": st.disk_read_bytes(),
             "disk_write_ios": st.disk_write_ios(), "disk_write_bytes": st.disk_write_bytes(),
         });
-        let r = workload::report_from(&hist, errors, seconds, cpu, timeline)?;
-        cache.close().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((r, disk))
+        let r = Report::from_histograms(&hist, errors, seconds, cpu, timeline)?;
+        cache.close().await?;
+        Ok::<_, PeerError>((r, disk))
     })?;
     drop(temp);
     let h = &report.hit_ratio;
@@ -117,12 +143,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         "\nfoyer: ops/s {:.0}   hit ratio: overall {:.4}, memory {:.4}, disk {:.4}   errors {}",
         report.ops_per_sec, h.overall, h.arc, h.l2, report.errors
     );
-    crate::print_latencies(
+    output::print_latencies(
         &report.latency_us,
         ["all", "memory hit", "disk hit", "miss"],
     );
     if let Some(p) = &a.plot {
-        polarc_perf::plot::draw(p, &report, "foyer").map_err(|e| format!("--plot: {e}"))?;
+        plot::draw(p, &report, "foyer").map_err(PeerError::Plot)?;
     }
     if let Some(path) = &a.json {
         let doc = serde_json::json!({
@@ -132,9 +158,9 @@ pub fn run(a: &Args) -> Result<(), String> {
             "ops_per_sec": report.ops_per_sec, "errors": report.errors,
             "hit_ratio": report.hit_ratio, "latency_us": report.latency_us,
             "device": disk, "cpu_seconds_per_op": report.cpu_seconds_per_op,
-            "peak_rss_bytes": workload::peak_rss_bytes(), "timeline": report.timeline,
+            "peak_rss_bytes": procfs::peak_rss_bytes(), "timeline": report.timeline,
         });
-        crate::write_json(path, &doc)?;
+        output::write_json(path, &doc)?;
     }
     Ok(())
 }
@@ -148,7 +174,7 @@ async fn phase(
     ops: u64,
     seed: u64,
     name: &str,
-) -> Result<([Hist; 4], u64, Vec<Tick>), String> {
+) -> Result<(Histograms, u64, Vec<Tick>), PeerError> {
     let done = Arc::new(AtomicU64::new(0));
     let per_task = ops.div_ceil(depth as u64);
     let mut tasks = vec![];
@@ -157,7 +183,7 @@ async fn phase(
             (cache.clone(), store.clone(), sampler.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(seed * 7919 + t as u64);
-            let mut hist: [Hist; 4] = std::array::from_fn(|_| Hist::new(3).expect("histogram"));
+            let mut hist = histograms();
             let mut errors = 0u64;
             let mut scratch = vec![0u8; 2 << 20];
             for _ in 0..per_task {
@@ -219,13 +245,13 @@ async fn phase(
             last_t = Instant::now();
         }
     }
-    let mut total: [Hist; 4] = std::array::from_fn(|_| Hist::new(3).expect("histogram"));
+    let mut total = histograms();
     let mut errors = 0;
     for t in tasks {
-        let (h, e) = t.await.map_err(|e| e.to_string())?;
+        let (h, e) = t.await?;
         errors += e;
         for (a, b) in total.iter_mut().zip(h) {
-            a.add(b).map_err(|e| e.to_string())?;
+            a.add(b)?;
         }
     }
     Ok((total, errors, timeline))

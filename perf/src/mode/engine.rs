@@ -1,0 +1,228 @@
+//! What run and replay share: the L2 devices, the engine, and what follows the measured run.
+
+use super::{compare, output};
+use crate::error::Error;
+use polarc::device::BlockDevice;
+use polarc::{Engine, EngineBuilder, Stats};
+use polarc_perf::cli::Args;
+use polarc_perf::devices::{self, OpenOptions};
+use polarc_perf::plot;
+use polarc_perf::report::Report;
+use polarc_perf::workload::Workload;
+use std::sync::Arc;
+
+/// Size of the embedded default's L2 file.
+pub const AUTO_L2: u64 = 512 << 20;
+
+/// A run's L2 devices, what they fell back to, and what must outlive them.
+pub struct L2 {
+    /// How they were opened.
+    open: OpenOptions,
+    /// The devices, until the engine takes them.
+    devices: Vec<Arc<dyn BlockDevice>>,
+    /// Their names and sizes, for the header.
+    names: Vec<String>,
+    /// What the run fell back to.
+    notes: Vec<String>,
+    /// SPDK's transport IDs (--spdk-perf-compare).
+    trids: Vec<String>,
+    /// Local targets, which must outlive the engine.
+    guards: Vec<Box<dyn std::any::Any + Send>>,
+    /// `--l2 auto`'s directory.
+    temp: Option<tempfile::TempDir>,
+}
+
+impl L2 {
+    /// Opens `--l2`'s devices; `auto` is an io_uring file in a new temp
+    /// directory.
+    pub fn open(a: &Args) -> Result<L2, Error> {
+        let mut l2 = L2 {
+            open: open_options(a),
+            devices: vec![],
+            names: vec![],
+            notes: vec![],
+            trids: vec![],
+            guards: vec![],
+            temp: None,
+        };
+        for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
+            let spec = if spec == "auto" {
+                let dir = tempfile::Builder::new()
+                    .prefix("polarc-perf-")
+                    .tempdir()
+                    .map_err(Error::TempDir)?;
+                let s = format!("file:{}:{}", dir.path().join("l2.img").display(), AUTO_L2);
+                l2.temp = Some(dir);
+                s
+            } else {
+                spec.clone()
+            };
+            for d in devices::open(&spec, &l2.open)? {
+                if let Some(n) = d.note {
+                    l2.note(n);
+                }
+                let info = d.device.info();
+                l2.names
+                    .push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
+                l2.devices.push(d.device);
+                l2.trids.extend(d.trid);
+                l2.guards.extend(d.guard);
+            }
+        }
+        if l2.devices.is_empty() {
+            l2.note("no L2 device (--l2 none)".into());
+        }
+        Ok(l2)
+    }
+
+    fn note(&mut self, n: String) {
+        if !self.notes.contains(&n) {
+            self.notes.push(n);
+        }
+    }
+}
+
+/// A builder with the options every polarc run shares, for values of up
+/// to `max_value` bytes; the mode adds the backing store.
+pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
+    Engine::builder()
+        .arc_capacity(a.arc)
+        .max_block_size(max_value.next_power_of_two().max(512))
+        .policy(a.policy.into())
+        .idle(a.idle.into())
+        .l2_config(polarc::L2Config {
+            write_max: a.l2_write_max,
+            write_boost: a.l2_write_boost,
+            feed_interval: a.l2_feed_interval,
+            feed_min_interval: std::time::Duration::from_millis(50).min(a.l2_feed_interval),
+            compress: !a.l2_no_compress,
+            mfuonly: a.l2_mfuonly,
+            norw: a.l2_norw,
+            write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
+            ..polarc::L2Config::default()
+        })
+}
+
+/// Builds the engine on `l2`'s devices, and prints what the run fell
+/// back to and what it runs on.
+pub fn build(a: &Args, mut b: EngineBuilder, l2: &mut L2) -> Result<Engine, Error> {
+    if let Some(r) = a.reactors {
+        b = b.reactors(r);
+    }
+    if let Some(p) = pool_capacity(a) {
+        b = b.pool_capacity(p);
+    }
+    if let Some(c) = &a.cores {
+        b = b.cores(c.0.clone());
+    }
+    for d in l2.devices.drain(..) {
+        b = b.l2_device_arc(d);
+    }
+    let e = b.build()?;
+    let s0 = e.stats();
+    if !s0.pool.hugepages {
+        l2.notes
+            .push("buffer pool on normal pages (no 2 MiB hugepages; see env/setup.sh)".into());
+    }
+    if s0.pin_failures > 0 {
+        l2.notes
+            .push(format!("{} reactors run unpinned", s0.pin_failures));
+    }
+    println!("note: fell back to: {}", list(&l2.notes, "nothing", "; "));
+    println!(
+        "polarc-perf: {} reactors, ARC {} MiB ({}), L2: {}, backing: {}",
+        e.config().reactors,
+        a.arc >> 20,
+        a.policy,
+        list(&l2.names, "none", ", "),
+        e.backing_description()
+    );
+    Ok(e)
+}
+
+/// `items` joined with `sep`, or `empty`.
+fn list(items: &[String], empty: &str, sep: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(sep)
+    }
+}
+
+/// After the measured run: shuts the engine down, prints the report, runs
+/// the comparisons asked for, draws the plot and writes the JSON report.
+pub fn finish(
+    a: &Args,
+    w: &Workload,
+    e: Engine,
+    l2: L2,
+    r: &Report,
+    stats: &Stats,
+) -> Result<(), Error> {
+    e.shutdown()?;
+    let L2 {
+        open,
+        notes,
+        trids,
+        guards,
+        temp,
+        ..
+    } = l2;
+    drop(temp);
+    output::print_report(r, stats);
+    let comparisons = compare::after_run(a, r, stats, &trids, &open);
+    // The engine detaches its devices before a local target stops.
+    drop(e);
+    drop(guards);
+    let comparisons = comparisons?;
+    if let Some(path) = &a.plot {
+        plot::draw(path, r, "polarc").map_err(|source| Error::Plot {
+            path: path.clone(),
+            source,
+        })?;
+        println!("plot: {}", path.display());
+    }
+    if let Some(path) = &a.json {
+        output::write_json(
+            path,
+            &output::report_json(a, w, r, &notes, stats, comparisons),
+        )?;
+    }
+    Ok(())
+}
+
+/// `--pool`, or for trace replay ARC × 3 + 64 MiB: with objects of many
+/// sizes, slabs stay with the size classes that first took them.
+fn pool_capacity(a: &Args) -> Option<u64> {
+    a.pool
+        .or_else(|| a.trace.is_some().then_some(a.arc * 3 + (64 << 20)))
+}
+
+/// How `--l2` devices are opened: I/O mode, and for SPDK the reactors'
+/// cores and the DMA memory the buffer pool needs (plus room for SPDK).
+pub fn open_options(a: &Args) -> OpenOptions {
+    let n = a
+        .reactors
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = match &a.cores {
+        Some(c) => c.0.clone(),
+        None => (0..n).collect(),
+    };
+    // The pool the engine will map (SPDK must provide it as DMA memory).
+    let cfg = polarc::Config {
+        arc_capacity: a.arc,
+        pool_capacity: pool_capacity(a),
+        max_block_size: a.value_size.max.next_power_of_two().max(512),
+        l2: polarc::L2Config {
+            write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
+            ..polarc::L2Config::default()
+        },
+        ..polarc::Config::default()
+    };
+    let pool = cfg.pool_capacity_with_l2(a.l2.len());
+    OpenOptions {
+        direct: !a.l2_buffered,
+        cores,
+        dma_mb: u32::try_from((pool >> 20) + 256).unwrap_or(u32::MAX),
+    }
+}

@@ -1,0 +1,146 @@
+//! What a run prints, and its JSON report (schema: docs/perf-report.md).
+
+use super::compare::Comparisons;
+use crate::error::Error;
+use polarc::Stats;
+use polarc_perf::cli::Args;
+use polarc_perf::procfs;
+use polarc_perf::report::{Latencies, Report};
+use polarc_perf::workload::Workload;
+
+/// The latency table: one row per class, named by `names` (all, memory
+/// tier hits, disk tier hits, misses). Both engines print it.
+pub fn print_latencies(l: &Latencies, names: [&str; 4]) {
+    println!(
+        "{:<11}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+        "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+    );
+    for (name, c) in names
+        .into_iter()
+        .zip([&l.all, &l.arc_hit, &l.l2_hit, &l.miss])
+    {
+        println!(
+            "{name:<11}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
+            c.count, c.p50, c.p90, c.p99, c.p999, c.max
+        );
+    }
+}
+
+/// polarc's report: throughput, hit ratios, latency, and the ARC's and
+/// L2's counters.
+pub fn print_report(r: &Report, s: &Stats) {
+    let h = &r.hit_ratio;
+    println!(
+        "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
+        r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
+    );
+    if let Some(c) = r.cpu_seconds_per_op {
+        print!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
+    }
+    if let Some(rss) = procfs::peak_rss_bytes() {
+        print!("   peak RSS: {} MiB", rss >> 20);
+    }
+    println!();
+    print_latencies(&r.latency_us, ["all", "ARC hit", "L2 hit", "miss"]);
+    println!(
+        "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
+        s.sizes.p / (1 << 20) as f64,
+        s.hdr_bytes_per_block,
+        s.requests.backing_reads
+    );
+    if s.l2.l2_writes_sent > 0 || s.l2.l2_feeds > 0 {
+        print_l2(r, s);
+    }
+}
+
+fn print_l2(r: &Report, s: &Stats) {
+    let l2 = &s.l2;
+    let z = &s.l2_sizes;
+    let d = &r.device;
+    println!(
+        "L2: {} MiB stored in {} MiB ({:.2}:1), {} blocks, {:.1} B DRAM per L2-only block",
+        z.l2_size >> 20,
+        z.l2_asize >> 20,
+        z.l2_size as f64 / z.l2_asize.max(1) as f64,
+        z.l2_blocks,
+        s.l2_hdr_bytes_per_block
+    );
+    println!(
+        "L2 device while measuring: {:.0} reads/s ({} MiB), {:.1} writes/s ({} MiB)",
+        d.read_iops,
+        d.read_bytes >> 20,
+        d.write_iops,
+        d.write_bytes >> 20
+    );
+    if l2.l2_feed_ns > 0 {
+        println!(
+            "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",
+            l2.l2_feed_bytes >> 20,
+            l2.l2_feed_ns as f64 / 1e9,
+            l2.l2_feed_bytes as f64 / (1 << 20) as f64 / (l2.l2_feed_ns as f64 / 1e9)
+        );
+    }
+    println!(
+        "L2: feeds {}, writes {} ({} MiB, {} failed), hits {}, misses {}, rw_clash {}, cksum_bad {}, io_error {}, evicted {}",
+        l2.l2_feeds,
+        l2.l2_writes_done,
+        l2.l2_write_bytes >> 20,
+        l2.l2_writes_error,
+        l2.l2_hits,
+        l2.l2_misses,
+        l2.l2_rw_clash,
+        l2.l2_cksum_bad,
+        l2.l2_io_error,
+        l2.l2_evicted
+    );
+}
+
+/// polarc's JSON report.
+pub fn report_json(
+    a: &Args,
+    w: &Workload,
+    r: &Report,
+    notes: &[String],
+    stats: &Stats,
+    c: Comparisons,
+) -> serde_json::Value {
+    let z = &stats.l2_sizes;
+    serde_json::json!({
+        "engine": "polarc",
+        "version": env!("CARGO_PKG_VERSION"),
+        "trace": a.trace.as_ref().map(|p| p.display().to_string()),
+        "workload": w,
+        "notes": notes,
+        "ops": r.ops,
+        "seconds": r.seconds,
+        "ops_per_sec": r.ops_per_sec,
+        "errors": r.errors,
+        "hit_ratio": r.hit_ratio,
+        "latency_us": r.latency_us,
+        "device": r.device,
+        "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },
+        "cpu_seconds_per_op": r.cpu_seconds_per_op,
+        "peak_rss_bytes": procfs::peak_rss_bytes(),
+        "hdr_bytes_per_block": stats.hdr_bytes_per_block,
+        "l2_hdr_bytes_per_block": stats.l2_hdr_bytes_per_block,
+        "timeline": r.timeline,
+        "stats": stats,
+        "fio": c.fio,
+        "lz4": c.lz4,
+        "spdk_nvme_perf": c.spdk_nvme_perf,
+    })
+}
+
+/// Writes a report as pretty JSON to `path`, or to stdout for `-`.
+pub fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(doc)?;
+    if path == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text).map_err(|source| Error::WriteJson {
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! Report types: what a run measured, built from per-class latency histograms.
+
+use hdrhistogram::errors::AdditionError;
+use polarc::{Source, Stats};
+use std::time::Instant;
+
+/// A latency histogram, in ns.
+pub type Hist = hdrhistogram::Histogram<u64>;
+
+/// Classes of completed operations, in histogram order: ARC (memory) hit,
+/// L2 (disk) hit, miss, other operation.
+pub const CLASSES: usize = 4;
+
+/// One histogram per class.
+pub type Histograms = [Hist; CLASSES];
+
+/// An empty histogram.
+pub fn hist() -> Hist {
+    Hist::new(3).expect("histogram")
+}
+
+/// Empty histograms, one per class.
+pub fn histograms() -> Histograms {
+    std::array::from_fn(|_| hist())
+}
+
+/// The class of a read served by `source`.
+pub fn class_of(source: Source) -> usize {
+    match source {
+        Source::Arc => 0,
+        Source::L2 => 1,
+        Source::Backing => 2,
+    }
+}
+
+/// Hit ratios over the measured reads, by the tier that served them.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct HitRatio {
+    /// Served by the ARC or L2.
+    pub overall: f64,
+    /// Served by the ARC.
+    pub arc: f64,
+    /// Served by L2.
+    pub l2: f64,
+}
+
+/// Latency percentiles of one class, in µs.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Latency {
+    /// Operations in the class.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(h: &Hist) -> Latency {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50: us(0.5),
+            p90: us(0.9),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Latency per class of operation.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Latencies {
+    /// Every operation.
+    pub all: Latency,
+    /// Reads served by the ARC.
+    pub arc_hit: Latency,
+    /// Reads served by L2.
+    pub l2_hit: Latency,
+    /// Reads served by the backing store.
+    pub miss: Latency,
+}
+
+/// One interval of the timeline.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Tick {
+    /// Seconds since the measured phase started (end of the interval).
+    pub t: f64,
+    /// Throughput over the interval.
+    pub ops_per_sec: f64,
+    /// Reads served by the ARC or L2, over reads, in the interval.
+    pub hit_ratio: f64,
+    /// Of which by L2.
+    pub l2_hit_ratio: f64,
+}
+
+impl Tick {
+    /// The interval between two snapshots of the operations completed per
+    /// class, for a phase that started at `start`.
+    pub fn between(
+        start: Instant,
+        (t0, a): (Instant, [u64; CLASSES]),
+        (t1, b): (Instant, [u64; CLASSES]),
+    ) -> Tick {
+        let d: [u64; CLASSES] = std::array::from_fn(|i| b[i] - a[i]);
+        let reads = d[0] + d[1] + d[2];
+        let ratio = |n: u64| {
+            if reads == 0 {
+                0.0
+            } else {
+                n as f64 / reads as f64
+            }
+        };
+        Tick {
+            t: (t1 - start).as_secs_f64(),
+            ops_per_sec: d.iter().sum::<u64>() as f64 / (t1 - t0).as_secs_f64().max(1e-9),
+            hit_ratio: ratio(d[0] + d[1]),
+            l2_hit_ratio: ratio(d[1]),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    /// Measured operations.
+    pub ops: u64,
+    /// Wall time of the measured part.
+    pub seconds: f64,
+    /// Throughput.
+    pub ops_per_sec: f64,
+    /// Hit ratios of reads, from the tier each read reports
+    /// ([`polarc::Block::source`]).
+    pub hit_ratio: HitRatio,
+    /// Latency percentiles per class.
+    pub latency_us: Latencies,
+    /// Operations that failed.
+    pub errors: u64,
+    /// CPU time (user + system, whole process) per measured operation, in
+    /// seconds; `None` where /proc is not available.
+    pub cpu_seconds_per_op: Option<f64>,
+    /// Hit ratio and throughput per interval.
+    pub timeline: Vec<Tick>,
+    /// L2 device traffic over the measured part.
+    pub device: Device,
+    /// Latency CDF per class (µs, quantile), for plots.
+    #[serde(skip)]
+    pub cdf: Vec<(&'static str, Vec<(f64, f64)>)>,
+}
+
+impl Report {
+    /// A report from per-class latency histograms (ns). Operations are the
+    /// recorded ones plus `errors`; `cpu` is the CPU seconds they took.
+    pub fn from_histograms(
+        hist: &Histograms,
+        errors: u64,
+        seconds: f64,
+        cpu: Option<f64>,
+        timeline: Vec<Tick>,
+    ) -> Result<Report, AdditionError> {
+        let mut all = self::hist();
+        for h in hist {
+            all.add(h)?;
+        }
+        let ops = all.len() + errors;
+        let reads = hist[0].len() + hist[1].len() + hist[2].len();
+        let share = |n: u64| {
+            if reads == 0 {
+                0.0
+            } else {
+                n as f64 / reads as f64
+            }
+        };
+        let cdf = |h: &Hist| -> Vec<(f64, f64)> {
+            if h.is_empty() {
+                return vec![];
+            }
+            (0..=200)
+                .map(|i| {
+                    let q = 1.0 - 0.5f64.powf(i as f64 / 20.0);
+                    (h.value_at_quantile(q) as f64 / 1000.0, q)
+                })
+                .collect()
+        };
+        Ok(Report {
+            ops,
+            seconds,
+            ops_per_sec: ops as f64 / seconds.max(1e-9),
+            hit_ratio: HitRatio {
+                overall: share(hist[0].len() + hist[1].len()),
+                arc: share(hist[0].len()),
+                l2: share(hist[1].len()),
+            },
+            latency_us: Latencies {
+                all: Latency::of(&all),
+                arc_hit: Latency::of(&hist[0]),
+                l2_hit: Latency::of(&hist[1]),
+                miss: Latency::of(&hist[2]),
+            },
+            errors,
+            cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),
+            timeline,
+            device: Device::default(),
+            cdf: vec![
+                ("ARC hit", cdf(&hist[0])),
+                ("L2 hit", cdf(&hist[1])),
+                ("miss", cdf(&hist[2])),
+            ],
+        })
+    }
+}
+
+/// L2 device traffic over the measured part, summed over devices.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Device {
+    /// Reads (L2 hits, and reads that failed or did not verify).
+    pub reads: u64,
+    /// Stored bytes read.
+    pub read_bytes: u64,
+    /// Reads per second.
+    pub read_iops: f64,
+    /// Feed writes completed.
+    pub writes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Writes per second.
+    pub write_iops: f64,
+}
+
+impl Device {
+    /// The traffic between two snapshots taken `seconds` apart.
+    pub fn between(a: &Stats, b: &Stats, seconds: f64) -> Device {
+        let reads = |s: &Stats| s.l2.l2_hits + s.l2.l2_cksum_bad + s.l2.l2_io_error;
+        let (r, w) = (
+            reads(b) - reads(a),
+            b.l2.l2_writes_done - a.l2.l2_writes_done,
+        );
+        let s = seconds.max(1e-9);
+        Device {
+            reads: r,
+            read_bytes: b.l2.l2_read_bytes - a.l2.l2_read_bytes,
+            read_iops: r as f64 / s,
+            writes: w,
+            write_bytes: b.l2.l2_write_bytes - a.l2.l2_write_bytes,
+            write_iops: w as f64 / s,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Synthetic workloads and trace replay against the engine.
+
+mod driver;
+mod keys;
+mod model;
+
+pub use driver::{replay, run, Driver, OnProgress};
+pub use keys::KeySampler;
+pub use model::{Op, OpMix, Popularity, Workload};
+
+/// A workload that could not be run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Zipf exponent is out of the distribution's range.
+    #[error("--zipf {theta}: {source}")]
+    Zipf {
+        /// The exponent.
+        theta: f64,
+        /// Why the distribution refused it.
+        source: rand_distr::ZipfError,
+    },
+    /// A client thread panicked.
+    #[error("a client thread panicked")]
+    ClientPanicked,
+    /// Latency histograms could not be merged.
+    #[error(transparent)]
+    Histogram(#[from] hdrhistogram::errors::AdditionError),
+    /// The engine refused an operation (in-reactor jobs).
+    #[error(transparent)]
+    Engine(#[from] polarc::Error),
+}
