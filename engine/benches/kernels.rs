@@ -83,7 +83,7 @@ fn l2_hit_parts(c: &mut Criterion) {
     let mut g = c.benchmark_group("L2 hit parts");
     g.bench_function(
         format!("checksum of a {} B stored block", stored.len()),
-        |b| b.iter(|| polarc::l2::format::checksum(black_box(7), black_box(&stored))),
+        |b| b.iter(|| polarc::l2::format::checksum(black_box(7), black_box(3), black_box(&stored))),
     );
     g.bench_function("key tag (8-byte key)", |b| {
         b.iter(|| polarc::l2::format::key_tag(black_box(&42u64.to_le_bytes())))

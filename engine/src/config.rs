@@ -145,9 +145,10 @@ impl Config {
             return base;
         }
         let c = &self.l2;
-        base + l2_devices as u64
-            * (c.writes_in_flight * c.write_size.max(self.max_block_size)) as u64
-            + (16 << 20)
+        // Per device: its feed writes, and its log and rebuild reads.
+        let per_device =
+            (c.writes_in_flight * c.write_size.max(self.max_block_size)) as u64 + (8 << 20);
+        base + l2_devices as u64 * per_device + (16 << 20)
     }
 }
 

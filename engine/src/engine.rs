@@ -166,26 +166,25 @@ impl EngineBuilder {
         cfg.validate()?;
         let n = cfg.reactors;
         let startup = |e: std::io::Error| Error::Startup(Arc::new(e));
-        let l2_setup = l2_setup(&cfg, self.l2_devices)?;
-        let pool_bytes = cfg.pool_capacity_with_l2(l2_setup.as_ref().map_or(0, |l| l.devs.len()));
+        let l2_devices = check_l2_devices(&cfg, self.l2_devices)?;
+        let pool_bytes = cfg.pool_capacity_with_l2(l2_devices.len());
         let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
         // Feed writes are pool buffers too: the classes reach the write size.
-        let max_class = match &l2_setup {
-            Some(l) => cfg
-                .max_block_size
-                .max(l.cfg.write_size.min(crate::bufpool::HUGEPAGE)),
-            None => cfg.max_block_size,
+        let max_class = if l2_devices.is_empty() {
+            cfg.max_block_size
+        } else {
+            cfg.max_block_size
+                .max(cfg.l2.write_size.min(crate::bufpool::HUGEPAGE))
         };
         // A device that needs its buffers in its own memory (SPDK's DMA
         // memory) provides the pool's region.
-        let device_region = l2_setup
-            .as_ref()
-            .and_then(|l| l.devs.iter().find_map(|d| d.device.pool_region(pool_bytes)));
+        let device_region = l2_devices.iter().find_map(|d| d.pool_region(pool_bytes));
         let pool = match device_region {
             Some(region) => BufPool::from_region(region.map_err(startup)?, max_class),
             None => BufPool::new(pool_bytes, max_class, cfg.hugepages).map_err(startup)?,
         };
+        let l2_setup = start_l2_devices(&cfg, l2_devices, &pool)?;
         let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
         let core_ids = match cfg.pinning {
             Pinning::Off => None,
@@ -547,24 +546,47 @@ impl Engine {
         self.submit(Op::Get, key, same)
     }
 
-    /// Caches `data` as the block of `key`. Blocks are immutable: if the
-    /// key is already cached, or being filled, this changes nothing.
+    /// Caches `data` as the block of `key`, replacing the key's block: once
+    /// this returns, reads return `data` (or the backing store's block),
+    /// never an older version, also after a restart or a crash. With
+    /// persistent L2 devices it returns once the replacement's record is
+    /// durable on each of them.
     pub fn insert(&self, key: &[u8], data: &[u8]) -> Result<()> {
         self.insert_async(key, data).wait()
     }
     /// [`Engine::insert`] as a future.
     pub fn insert_async(&self, key: &[u8], data: &[u8]) -> OpFuture<()> {
-        if let Err(e) = self.check_block(data) {
-            return OpFuture {
+        match self.check_block(data) {
+            Ok(()) => self.submit(Op::Insert(data.into()), key, unit),
+            Err(e) => OpFuture {
                 state: FutState::Failed(Some(e)),
                 map: unit,
-            };
+            },
         }
-        self.submit(Op::Insert(data.into()), key, unit)
     }
 
-    /// Frees the block of `key`: once this returns, `get` does not serve
-    /// it, and a fill already in flight will not cache it.
+    /// Caches `data` as the block of `key` unless the key is cached or
+    /// being filled: for callers whose blocks never change, so that any
+    /// copy is the same bytes. Returns without waiting for an L2 device.
+    pub fn insert_if_absent(&self, key: &[u8], data: &[u8]) -> Result<()> {
+        self.insert_if_absent_async(key, data).wait()
+    }
+    /// [`Engine::insert_if_absent`] as a future.
+    pub fn insert_if_absent_async(&self, key: &[u8], data: &[u8]) -> OpFuture<()> {
+        match self.check_block(data) {
+            Ok(()) => self.submit(Op::InsertIfAbsent(data.into()), key, unit),
+            Err(e) => OpFuture {
+                state: FutState::Failed(Some(e)),
+                map: unit,
+            },
+        }
+    }
+
+    /// Frees the block of `key`: once this returns, it is never served
+    /// again, from the ARC or from L2, also after a restart or a crash, and
+    /// a fill already in flight will not cache it. With persistent L2
+    /// devices it returns once the invalidation's record is durable on each
+    /// of them (records are group-committed).
     pub fn invalidate(&self, key: &[u8]) -> Result<()> {
         self.invalidate_async(key).wait()
     }
@@ -660,11 +682,13 @@ impl Engine {
     }
 }
 
-/// Checks the L2 devices against the configuration and describes them to
-/// the reactors. Device `d` is fed by reactor `d % reactors`.
-fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L2Setup>> {
+/// Checks the L2 devices against the configuration.
+fn check_l2_devices(
+    cfg: &Config,
+    devices: Vec<Arc<dyn BlockDevice>>,
+) -> Result<Vec<Arc<dyn BlockDevice>>> {
     if devices.is_empty() {
-        return Ok(None);
+        return Ok(devices);
     }
     cfg.l2.validate().map_err(Error::Config)?;
     if devices.len() > 255 {
@@ -673,8 +697,7 @@ fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L
             devices.len()
         )));
     }
-    let mut devs = Vec::new();
-    for (i, device) in devices.into_iter().enumerate() {
+    for device in &devices {
         let info = device.info();
         let bs = info.block_size as usize;
         if !bs.is_power_of_two() || bs < 512 || bs > cfg.max_block_size {
@@ -697,15 +720,36 @@ fn l2_setup(cfg: &Config, devices: Vec<Arc<dyn BlockDevice>>) -> Result<Option<L
                 crate::l2::format::L2_MAX_OFFSET >> 40
             );
         }
+    }
+    Ok(devices)
+}
+
+/// Opens every L2 device's header (formatting new ones, refusing foreign
+/// ones) and describes the devices to the reactors. Device `d` is fed by
+/// reactor `d % reactors`.
+fn start_l2_devices(
+    cfg: &Config,
+    devices: Vec<Arc<dyn BlockDevice>>,
+    pool: &BufPool,
+) -> Result<Option<L2Setup>> {
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let min_data = 8 * cfg.max_block_size as u64;
+    let mut devs = Vec::new();
+    for (i, device) in devices.into_iter().enumerate() {
+        let start = crate::l2::prepare::prepare(device.as_ref(), &cfg.l2, min_data, pool)?;
         devs.push(Arc::new(DevShared {
+            info: device.info(),
             device,
-            info,
             feeder: i % cfg.reactors,
             writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            start,
         }));
     }
     Ok(Some(L2Setup {
         cfg: Arc::new(cfg.l2.clone()),
         devs,
+        max_block: cfg.max_block_size as u32,
     }))
 }

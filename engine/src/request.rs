@@ -13,7 +13,10 @@ pub(crate) type Outcome = Result<Option<Block>>;
 pub(crate) enum Op {
     Read,
     Get,
+    /// Replace: the key's old block goes, the new one is cached.
     Insert(Box<[u8]>),
+    /// Cache unless the key is cached or being filled.
+    InsertIfAbsent(Box<[u8]>),
     Invalidate,
     Prefetch,
 }

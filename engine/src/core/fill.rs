@@ -109,26 +109,62 @@ impl Core {
             }
             Op::Insert(data) => {
                 self.counters.insert_requests += 1;
-                self.insert(hash, &key, &data);
+                // The old block, its L2 copy and any fill in flight go
+                // first, as for an invalidation.
+                self.shard.invalidate(hash, &key);
+                self.cache_new(hash, &key, &data);
+                self.after_kill(hash, reply);
+            }
+            Op::InsertIfAbsent(data) => {
+                self.counters.insert_requests += 1;
+                self.insert_if_absent(hash, &key, &data);
                 self.reply(reply, Ok(None));
             }
             Op::Invalidate => {
                 self.counters.invalidate_requests += 1;
                 self.shard.invalidate(hash, &key);
-                self.reply(reply, Ok(None));
+                self.after_kill(hash, reply);
+            }
+        }
+    }
+
+    /// The key with this hash was invalidated or replaced: once every
+    /// persistent L2 device has its record durable, the caller is answered
+    /// (at once without one).
+    fn after_kill(&mut self, hash: u64, reply: Reply) {
+        match self.l2.as_deref_mut().and_then(|l2| l2.record_dead(hash)) {
+            Some(token) => {
+                self.awaiting_durable.insert(token, reply);
+            }
+            None => self.reply(reply, Ok(None)),
+        }
+    }
+
+    /// Records of these tokens are durable on every device: answer.
+    pub(super) fn durable(&mut self, tokens: Vec<u64>) {
+        for t in tokens {
+            match self.awaiting_durable.remove(&t) {
+                Some(reply) => self.reply(reply, Ok(None)),
+                None => log::error!("reactor {}: unknown durable token {t}", self.id),
             }
         }
     }
 
     /// Caches `data` for `key` unless it is already cached or being
-    /// filled (blocks are immutable, so either copy is the same bytes).
-    fn insert(&mut self, hash: u64, key: &[u8], data: &[u8]) {
+    /// filled (the caller says blocks are immutable, so either copy is
+    /// the same bytes).
+    fn insert_if_absent(&mut self, hash: u64, key: &[u8], data: &[u8]) {
         if let Some(i) = self.shard.find(hash, key) {
             let h = self.shard.header(i);
             if h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS) {
                 return;
             }
         }
+        self.cache_new(hash, key, data);
+    }
+
+    /// Caches `data` as the block of `key`, which has no resident block.
+    fn cache_new(&mut self, hash: u64, key: &[u8], data: &[u8]) {
         let Some(buf) = self.copy_to_pool(data) else {
             self.counters.uncached_fills += 1;
             return;

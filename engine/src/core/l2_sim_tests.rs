@@ -21,6 +21,7 @@ use crate::core::{pollers, Core};
 use crate::device::{
     check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
 };
+use crate::l2::prepare::prepare;
 use crate::l2::{DevShared, L2Config, L2Setup, L2};
 use crate::reactor::{Mailbox, Reactor};
 use crate::request::{MsgKey, Op, Outcome, Reply, Request};
@@ -126,6 +127,7 @@ impl DeviceQueue for SimQueue {
                     mem[o..o + buf.len()].copy_from_slice(buf);
                     (op, Ok(()))
                 }
+                IoOp::Flush => (op, Ok(())),
                 op => {
                     let offset = op.range().map_or(0, |r| r.0);
                     let e = DeviceError::Io {
@@ -190,21 +192,25 @@ fn run(seed: u64) -> Seen {
         rng: Arc::new(Mutex::new(SmallRng::seed_from_u64(seed ^ 0xdead))),
         write_error: rng.gen_range(0.0..0.2),
     });
+    let cfg = L2Config {
+        feed_interval: Duration::from_millis(3),
+        feed_min_interval: Duration::from_millis(1),
+        write_size: 8 << 10,
+        writes_in_flight: 3,
+        noprefetch: false,
+        ..L2Config::default()
+    };
+    let start = prepare(device.as_ref(), &cfg, 8 * 4096, &pool).unwrap();
     let setup = L2Setup {
-        cfg: Arc::new(L2Config {
-            feed_interval: Duration::from_millis(3),
-            feed_min_interval: Duration::from_millis(1),
-            write_size: 8 << 10,
-            writes_in_flight: 3,
-            noprefetch: false,
-            ..L2Config::default()
-        }),
+        cfg: Arc::new(cfg),
         devs: vec![Arc::new(DevShared {
             info: device.info(),
             device,
             feeder: rng.gen_range(0..n),
             writes_in_flight: Default::default(),
+            start,
         })],
+        max_block: 4096,
     };
     let stage = rng.gen_bool(0.5);
     let mut now = Instant::now();

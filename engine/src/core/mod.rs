@@ -21,10 +21,12 @@ use crate::l2::L2;
 use crate::reactor::{Host, LoopCounters, Sched};
 #[cfg(feature = "jobs")]
 use crate::request::Outcome;
+use crate::request::Reply;
 use crate::shard::Shard;
 use crate::stats::{CoreCounters, ReactorStats};
 use fill::Fills;
 use msg::{Mailboxes, Msg};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) use peers::Peers;
@@ -41,6 +43,9 @@ pub(crate) struct Core {
     fills: Fills,
     /// The L2 tier's queues, reads and feeders, when L2 devices are set.
     pub(crate) l2: Option<Box<L2>>,
+    /// Invalidations and replacements waiting for their L2 records to be
+    /// durable, by token.
+    awaiting_durable: HashMap<u64, Reply>,
     /// Answers to requests this reactor's job sent, its own included.
     #[cfg(feature = "jobs")]
     pub(crate) job_inbox: Vec<(u64, Outcome)>,
@@ -80,6 +85,7 @@ impl Core {
             peers: Peers::new(mailboxes),
             fills: Fills::default(),
             l2: None,
+            awaiting_durable: HashMap::new(),
             #[cfg(feature = "jobs")]
             job_inbox: Vec::new(),
             max_block,
@@ -100,7 +106,9 @@ impl Core {
     /// True when no backing or L2 I/O is in flight and no feed cycle is
     /// under way.
     pub(crate) fn quiet(&self) -> bool {
-        self.fills.is_empty() && self.l2.as_ref().is_none_or(|l2| l2.quiet())
+        self.fills.is_empty()
+            && self.awaiting_durable.is_empty()
+            && self.l2.as_ref().is_none_or(|l2| l2.quiet())
     }
 
     pub(crate) fn stats(&self) -> ReactorStats {
@@ -140,7 +148,12 @@ impl Host for Core {
             #[cfg(feature = "jobs")]
             Msg::Completions(mut v) => self.job_inbox.append(&mut v),
             Msg::L2(m) => match self.l2.as_deref_mut() {
-                Some(l2) => l2.handle(m, &mut self.shard),
+                Some(l2) => {
+                    let durable = l2.handle(m, &mut self.shard);
+                    if !durable.is_empty() {
+                        self.durable(durable);
+                    }
+                }
                 None => log::error!("reactor {}: {m:?} without an L2 tier", self.id),
             },
             #[cfg(feature = "jobs")]

@@ -45,6 +45,8 @@ pub struct FaultCounters {
     pub read_errors: AtomicU64,
     /// Writes failed.
     pub write_errors: AtomicU64,
+    /// While set, every write fails (a device that dies after start-up).
+    pub fail_all_writes: std::sync::atomic::AtomicBool,
     /// Writes torn.
     pub torn_writes: AtomicU64,
     /// Reads with a flipped bit.
@@ -161,7 +163,10 @@ impl DeviceQueue for FaultyQueue {
             }
             IoOp::Write { offset, buf } => {
                 let n = self.counters.writes.fetch_add(1, Relaxed) + 1;
-                if c.fail_write_at == Some(n) || self.rng.gen_bool(c.write_error.clamp(0.0, 1.0)) {
+                if c.fail_write_at == Some(n)
+                    || self.counters.fail_all_writes.load(Relaxed)
+                    || self.rng.gen_bool(c.write_error.clamp(0.0, 1.0))
+                {
                     self.counters.write_errors.fetch_add(1, Relaxed);
                     return self.fail(tag, IoOp::Write { offset, buf });
                 }

@@ -42,6 +42,20 @@ impl MemDevice {
     }
 }
 
+impl MemDevice {
+    /// A copy of the device's bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A device holding `image`, with `block_size`-byte blocks.
+    pub fn from_image(image: Vec<u8>, block_size: u32) -> Result<Self, DeviceError> {
+        let d = MemDevice::new(image.len() as u64, block_size)?;
+        *d.data.write().unwrap_or_else(|e| e.into_inner()) = image;
+        Ok(d)
+    }
+}
+
 impl BlockDevice for MemDevice {
     fn info(&self) -> DeviceInfo {
         self.info.clone()

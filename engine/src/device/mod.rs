@@ -12,11 +12,14 @@
 //! Offsets and lengths must be multiples of the device's block size.
 //!
 //! Backends: [`mem`] (RAM), [`faulty`] (a decorator that injects errors,
-//! torn writes, bit flips and latency), [`uring`] (io_uring on a file or
-//! block device) and, with the `spdk` feature, `spdk` (SPDK's NVMe driver).
+//! torn writes, bit flips and latency), [`powercut`] (RAM with a volatile
+//! write cache, and what a power cut does to it), [`uring`] (io_uring on a
+//! file or block device) and, with the `spdk` feature, `spdk` (SPDK's NVMe
+//! driver).
 
 pub mod faulty;
 pub mod mem;
+pub mod powercut;
 #[cfg(feature = "spdk")]
 pub mod spdk;
 pub mod uring;
@@ -75,6 +78,25 @@ pub enum DeviceError {
     /// The device or queue could not be opened or is not supported here.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The device holds data polarc must not overwrite, or data it cannot
+    /// read.
+    #[error("{device}: refused: {reason}")]
+    Refused {
+        /// Device name.
+        device: String,
+        /// What is on it, and what to do.
+        reason: String,
+    },
+    /// A request did not complete in time.
+    #[error("{device}: {what} timed out after {after:?}")]
+    TimedOut {
+        /// Device name.
+        device: String,
+        /// The request.
+        what: String,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
 }
 
 /// One I/O request. Buffers are owned by the request until it completes.

@@ -1,57 +1,100 @@
 //! The L2 feeder of one device, run by one reactor (ZFS's
 //! `l2arc_feed_thread`, as a state machine driven by messages). It has a
-//! queue of its own on its device, so its writes complete to it alone.
+//! queue of its own on its device, so its requests complete to it alone.
 //!
+//! 0. `Rebuilding` → at start-up, a device with a log gets its entries
+//!    back ([`super::rebuild`]); nothing is fed until that is done.
 //! 1. `Idle` → once a feed is due (its timer fired, or a shard kicked),
 //!    send `Scan` to every shard.
 //! 2. `Scanning` → the `Picked` replies are the deferred write list.
 //!    Plan the region the blocks may take, wrapping the hand at the end of
-//!    the device, and send `Evict` for every logged batch the region
+//!    the data ring, and send `Evict` for every logged batch the region
 //!    overwrites.
 //! 3. `Evicting` → once every shard acknowledged (after its reads of the
 //!    range completed), nothing can read the region any more.
-//! 4. `Writing` → pack the blocks (LZ4, EMPTY, raw) into large aligned
-//!    writes, a few in flight at a time. On each completion send `Done`
-//!    to the owning shards and put the buffer on the free-on-write ring.
-//!    When all are done, back to `Idle`, with the next feed's time.
+//! 4. `Fencing` → with a persistent log, the region's end becomes the
+//!    durable evict position before anything is written there.
+//! 5. `Writing` → pack the blocks (LZ4, EMPTY, raw) into large aligned
+//!    writes, a few in flight at a time, and log each write and its
+//!    blocks. On each completion send `Done` to the owning shards and put
+//!    the buffer on the free-on-write ring. A block whose key is recorded
+//!    dead (invalidated, replaced) after it was picked is not written.
+//! 6. `Sealing` → with a persistent log, the cycle's log blocks, a flush,
+//!    then the header. Back to `Idle`, with the next feed's time.
+//!
+//! At shutdown a persistent feeder closes its log (`Closing`): its last
+//! log block, a flush, and a header marked clean.
 
 use super::compress;
-use super::format::{checksum, Encoding, L2Loc, Placement, L2_MAX_OFFSET, L2_SECTOR};
+use super::format::{
+    checksum, DeviceHeader, Encoding, L2Loc, LogItem, Placement, L2_SECTOR, MAX_REL_SECTORS,
+};
+use super::journal::{self, Durable, Event, Journal};
+use super::rebuild::{Rebuild, TAG_REBUILD};
 use super::{DevShared, L2Config, L2Counters, L2Link, L2Msg};
 use crate::bufpool::{Buf, BufPool, FreeOnWrite};
 use crate::device::{Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
 use crate::shard::{shard_of, HeaderIdx, L2Pick, PickRules};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    Rebuilding,
     Idle,
     Scanning,
     Evicting,
+    Fencing,
     Writing,
+    Sealing,
+    Closing,
+    Closed,
 }
 
 /// Blocks written by one feed write, kept in write order: the feeder's
-/// log of the ring (ZFS's `l2ad_buflist`), 4 bytes per block.
+/// eviction log of the ring (ZFS's `l2ad_buflist`), 4 bytes per block.
 #[derive(Debug)]
-struct Batch {
+pub(crate) struct Batch {
+    /// Device offsets of the write.
     start: u64,
     end: u64,
-    /// `lap × capacity + start`: increases along the log.
-    logical: u64,
+    /// Logical position (`lap × data size + offset in the ring`).
+    pub logical: u64,
     /// Low 32 bits of the key hashes, per owning shard.
     hashes: Vec<Vec<u32>>,
 }
 
-type DoneList = Vec<Vec<(HeaderIdx, L2Loc)>>;
+impl Batch {
+    /// A write at device offsets `start..end`, logical position `logical`.
+    pub(crate) fn new(start: u64, end: u64, logical: u64, shards: usize) -> Batch {
+        Batch {
+            start,
+            end,
+            logical,
+            hashes: vec![Vec::new(); shards],
+        }
+    }
+    /// Adds a block of the key with `hash`, owned by `shard`.
+    pub(crate) fn add(&mut self, shard: usize, hash: u64) {
+        self.hashes[shard].push(hash as u32);
+    }
+    fn blocks(&self) -> u64 {
+        self.hashes.iter().map(|h| h.len() as u64).sum()
+    }
+}
+
+/// A feed write in flight.
+struct InFlight {
+    /// `Done` lists per shard.
+    done: Vec<Vec<(HeaderIdx, L2Loc)>>,
+}
 
 /// What one poll of a feeder did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FeedPoll {
-    /// It did work, or has writes in flight.
+    /// It did work, or has requests in flight.
     pub busy: bool,
     /// Arm a timer for the next feed at this time; when it fires, call
     /// [`Feeder::on_timer`] with this generation.
@@ -71,7 +114,10 @@ pub(crate) struct Feeder {
     counters: L2Counters,
     shards: usize,
     placement: Placement,
+    /// Device offset of the data ring, and its size.
+    data_offset: u64,
     cap: u64,
+    /// Offset in the data ring of the next write, and the ring's lap.
     hand: u64,
     lap: u64,
     /// The region planned for this cycle's writes ends here.
@@ -91,10 +137,23 @@ pub(crate) struct Feeder {
     target: u64,
     wrote: u64,
     picks: VecDeque<L2Pick<Buf>>,
-    writes: HashMap<u64, DoneList>,
+    writes: HashMap<u64, InFlight>,
     next_tag: u64,
+    /// The next feed write's sequence number (keys its blocks' checksums).
+    next_write: u64,
     fow: FreeOnWrite,
     done: Vec<Completion>,
+    /// The device's log, when persistent.
+    journal: Option<Journal>,
+    /// The rebuild at start-up, while it runs.
+    rebuild: Option<Rebuild>,
+    /// The device header, until the journal starts.
+    header: DeviceHeader,
+    /// Invalidation records that came during the rebuild.
+    records: Vec<(u64, usize, u64)>,
+    /// Keys recorded dead during this cycle: their picks not yet packed
+    /// are not written (their log entries would come after the record).
+    killed: HashSet<u64>,
     /// Feed writes of the current cycle that succeeded and failed.
     cycle_ok: u32,
     cycle_failed: u32,
@@ -104,9 +163,16 @@ pub(crate) struct Feeder {
 
 /// The longest wait between feed cycles while every write fails.
 pub(crate) const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
+/// Requests of the log, flushes, headers and rebuild reads a feeder's
+/// queue holds beyond its feed writes.
+const META_DEPTH: usize = 16;
+/// Rebuild reads in flight.
+const REBUILD_DEPTH: usize = 8;
 
 impl Feeder {
     /// The feeder of device `dev`, run by reactor `me`; opens its queue.
+    /// `header` is the device's; with `resume`, its log is rebuilt first.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         dev: u8,
         me: usize,
@@ -114,35 +180,65 @@ impl Feeder {
         cfg: Arc<L2Config>,
         link: Arc<dyn L2Link>,
         pool: &BufPool,
+        start: &super::prepare::Prepared,
+        max_block: u32,
     ) -> Result<Feeder, DeviceError> {
-        let mut queue = shared.device.open_queue(cfg.writes_in_flight)?;
+        let (header, resume) = (start.header, start.resume);
+        let mut queue = shared
+            .device
+            .open_queue(cfg.writes_in_flight + META_DEPTH)?;
         queue.register_pool(pool)?;
-        let bs = u64::from(shared.info.block_size);
-        let cap = shared.info.capacity.min(L2_MAX_OFFSET) / bs * bs;
+        let geo = header.geometry;
+        let bs = u64::from(geo.block_size);
         let max_span = pool.max_buf() as u64;
-        let write_size = (cfg.write_size as u64).clamp(bs, max_span) / bs * bs;
-        Ok(Feeder {
+        let write_size = (cfg.write_size as u64)
+            .clamp(bs, max_span)
+            .min(u64::from(MAX_REL_SECTORS) * L2_SECTOR)
+            / bs
+            * bs;
+        let shards = link.reactors();
+        let persistent = header.compat & super::format::COMPAT_NO_LOG == 0;
+        let rebuild = (resume && persistent).then(|| {
+            Rebuild::new(
+                dev,
+                shared.info.name.clone(),
+                header,
+                max_block,
+                shards,
+                REBUILD_DEPTH,
+                pool,
+            )
+        });
+        let mut f = Feeder {
             dev,
             me,
-            shards: link.reactors(),
+            shards,
             shared,
             cfg,
             link,
             pool: pool.clone(),
             queue,
-            counters: L2Counters::default(),
+            counters: L2Counters {
+                l2_log_write_errors: start.write_errors,
+                ..L2Counters::default()
+            },
             placement: Placement {
                 block_size: bs,
                 max_span,
                 write_size,
             },
-            cap,
+            data_offset: geo.data_offset,
+            cap: geo.data_size,
             hand: 0,
             lap: 0,
             region_end: 0,
             log: VecDeque::new(),
             log_blocks: 0,
-            phase: Phase::Idle,
+            phase: if rebuild.is_some() {
+                Phase::Rebuilding
+            } else {
+                Phase::Idle
+            },
             due: true,
             timer_gen: 0,
             last_feed: None,
@@ -154,27 +250,62 @@ impl Feeder {
             picks: VecDeque::new(),
             writes: HashMap::new(),
             next_tag: 0,
+            next_write: header.next_write.max(1),
             fow: FreeOnWrite::default(),
             done: Vec::new(),
+            journal: None,
+            rebuild,
+            header,
+            records: Vec::new(),
+            killed: HashSet::new(),
             cycle_ok: 0,
             cycle_failed: 0,
             backoff: None,
-        })
+        };
+        if f.rebuild.is_none() && persistent {
+            f.start_journal(1, Durable::default());
+        }
+        Ok(f)
     }
 
-    /// True when no write is in flight and no cycle is under way.
+    fn start_journal(&mut self, next_log: u64, durable: Durable) {
+        let j = Journal::new(
+            self.shared.info.name.clone(),
+            self.header,
+            next_log,
+            durable,
+            &self.pool,
+        );
+        self.journal = Some(j);
+        for (hash, from, token) in std::mem::take(&mut self.records) {
+            self.record(hash, from, token);
+        }
+    }
+
+    /// True when nothing is in flight and no cycle is under way.
     pub(crate) fn idle(&self) -> bool {
-        self.writes.is_empty() && self.picks.is_empty() && self.queue.in_flight() == 0
+        matches!(self.phase, Phase::Idle | Phase::Closed)
+            && self.writes.is_empty()
+            && self.picks.is_empty()
+            && self.queue.in_flight() == 0
+            && self.journal.as_ref().is_none_or(Journal::idle)
     }
 
-    /// Bytes of the log (its hashes), for `l2_log_bytes`.
+    /// Bytes of the eviction log (its hashes), for `l2_log_bytes`.
     pub(crate) fn log_bytes(&self) -> u64 {
         self.log_blocks * 4
     }
 
-    /// The feeder's counters (its writes and evictions).
-    pub(crate) fn counters(&self) -> &L2Counters {
-        &self.counters
+    /// The feeder's counters (its writes, log and rebuild).
+    pub(crate) fn counters(&self) -> L2Counters {
+        let mut c = self.counters;
+        if let Some(j) = &self.journal {
+            c.add(&j.counters);
+        }
+        if let Some(r) = &self.rebuild {
+            c.add(&r.counters);
+        }
+        c
     }
 
     /// Housekeeping of its queue; returns how soon it wants the next.
@@ -183,7 +314,7 @@ impl Feeder {
     }
 
     /// Runs the feeder for one reactor loop iteration, at time `now`; while
-    /// `stopping`, it starts no cycle.
+    /// `stopping`, it starts no cycle and closes its log.
     pub(crate) fn poll(&mut self, now: Instant, stopping: bool) -> FeedPoll {
         let freed = self.fow.drain();
         self.counters.l2_free_on_write += freed;
@@ -195,12 +326,22 @@ impl Feeder {
             let mut done = std::mem::take(&mut self.done);
             self.queue.poll(&mut done);
             for c in done.drain(..) {
-                self.on_write_done(c);
+                self.on_complete(c);
             }
             self.done = done;
         }
         match self.phase {
-            Phase::Idle if stopping || !self.due => {}
+            Phase::Rebuilding => self.poll_rebuild(),
+            Phase::Idle if stopping => {
+                if let Some(j) = &mut self.journal {
+                    j.close();
+                    self.phase = Phase::Closing;
+                } else {
+                    self.phase = Phase::Closed;
+                }
+                out.busy = true;
+            }
+            Phase::Idle if !self.due => {}
             Phase::Idle => {
                 out.next_feed = self.start_cycle(now);
                 out.busy = true;
@@ -210,18 +351,119 @@ impl Feeder {
                 self.abort_picks();
                 self.phase = Phase::Idle;
             }
-            Phase::Scanning | Phase::Evicting => {}
             Phase::Writing => {
                 let t = Instant::now();
                 out.busy |= self.fill_writes();
                 self.counters.l2_feed_ns += t.elapsed().as_nanos() as u64;
                 if self.picks.is_empty() && self.writes.is_empty() {
-                    out.next_feed = Some(self.finish_cycle(now));
                     out.busy = true;
+                    match &mut self.journal {
+                        Some(j) if self.wrote > 0 => {
+                            j.sync_cycle();
+                            self.phase = Phase::Sealing;
+                        }
+                        _ => out.next_feed = Some(self.finish_cycle(now)),
+                    }
+                }
+            }
+            _ => {}
+        }
+        let events = match &mut self.journal {
+            Some(j) => {
+                j.next_write = self.next_write;
+                j.pump(self.queue.as_mut());
+                j.events()
+            }
+            None => Vec::new(),
+        };
+        {
+            for e in events {
+                out.busy = true;
+                match e {
+                    Event::Durable(acks) => self.acks(acks),
+                    Event::Fenced if self.phase == Phase::Fencing => self.phase = Phase::Writing,
+                    Event::CycleSynced if self.phase == Phase::Sealing => {
+                        out.next_feed = Some(self.finish_cycle(now));
+                    }
+                    Event::Closed => self.phase = Phase::Closed,
+                    _ => {}
                 }
             }
         }
         out
+    }
+
+    fn poll_rebuild(&mut self) {
+        let Some(r) = &mut self.rebuild else {
+            self.phase = Phase::Idle;
+            return;
+        };
+        let Some(res) = r.poll(self.queue.as_mut(), &self.pool, self.link.as_ref()) else {
+            return;
+        };
+        let (d, lap) = (self.cap, res.hand / self.cap);
+        self.lap = lap;
+        self.hand = res.hand - lap * d;
+        self.next_write = res.next_write;
+        self.log_blocks = res.batches.iter().map(Batch::blocks).sum();
+        self.log = res.batches.into();
+        self.header.next_write = res.next_write;
+        let rc = r.counters;
+        self.counters.add(&rc);
+        self.rebuild = None;
+        self.phase = Phase::Idle;
+        self.start_journal(
+            res.next_log,
+            Durable {
+                seq: res.newest_log,
+                hand: res.hand,
+                evict: res.evict,
+            },
+        );
+    }
+
+    /// Answers the reactors whose records are durable.
+    fn acks(&self, acks: Vec<(usize, u64)>) {
+        let mut per: HashMap<usize, Vec<u64>> = HashMap::new();
+        for (from, token) in acks {
+            per.entry(from).or_default().push(token);
+        }
+        for (to, tokens) in per {
+            self.link.send(
+                to,
+                L2Msg::Durable {
+                    dev: self.dev,
+                    tokens,
+                },
+            );
+        }
+    }
+
+    /// Logs that the key with `hash` is dead; reactor `from` hears of
+    /// `token` once that is durable.
+    pub(crate) fn record(&mut self, hash: u64, from: usize, token: u64) {
+        if !self.picks.is_empty() {
+            self.killed.insert(hash);
+        }
+        match &mut self.journal {
+            Some(j) => j.record(self.queue.as_mut(), hash, from, token),
+            None if self.phase == Phase::Rebuilding => self.records.push((hash, from, token)),
+            None => self.acks(vec![(from, token)]),
+        }
+    }
+
+    fn on_complete(&mut self, c: Completion) {
+        match c.tag >> journal::TAG_KIND_SHIFT {
+            0 => self.on_write_done(c),
+            TAG_REBUILD => match &mut self.rebuild {
+                Some(r) => r.on_read(c),
+                None => log::error!("L2 feeder {}: stray rebuild read", self.dev),
+            },
+            _ => match &mut self.journal {
+                Some(j) => j.on_complete(self.queue.as_mut(), c),
+                None => log::error!("L2 feeder {}: stray log completion", self.dev),
+            },
+        }
     }
 
     /// The feed timer of generation `gen` fired.
@@ -287,6 +529,7 @@ impl Feeder {
     /// Ends a cycle; returns the timer of the next feed.
     fn finish_cycle(&mut self, now: Instant) -> (Instant, u64) {
         self.phase = Phase::Idle;
+        self.killed.clear();
         let (ok, failed) = (self.cycle_ok, self.cycle_failed);
         (self.cycle_ok, self.cycle_failed) = (0, 0);
         if failed > 0 && ok == 0 {
@@ -355,13 +598,25 @@ impl Feeder {
         if seq == self.seq && self.phase == Phase::Evicting {
             self.awaited -= 1;
             if self.awaited == 0 {
-                self.phase = Phase::Writing;
+                self.fence();
             }
         }
     }
 
+    /// Nothing can read the region any more: with a log, make its end the
+    /// durable evict position first.
+    fn fence(&mut self) {
+        match &mut self.journal {
+            Some(j) if !self.picks.is_empty() => {
+                j.fence(self.lap * self.cap + self.region_end);
+                self.phase = Phase::Fencing;
+            }
+            _ => self.phase = Phase::Writing,
+        }
+    }
+
     fn plan(&mut self) {
-        // Keep one cycle to at most a quarter of the device.
+        // Keep one cycle to at most a quarter of the data ring.
         let mut need = self
             .placement
             .room_needed(self.picks.iter().map(|p| u64::from(p.size)));
@@ -395,8 +650,8 @@ impl Feeder {
                 break;
             }
             let b = self.log.pop_front().expect("front exists");
+            self.log_blocks -= b.blocks();
             for (s, hashes) in b.hashes.into_iter().enumerate() {
-                self.log_blocks -= hashes.len() as u64;
                 if !hashes.is_empty() {
                     ranges[s].push((b.start, b.end, hashes));
                 }
@@ -418,11 +673,11 @@ impl Feeder {
                 );
             }
         }
-        self.phase = if self.awaited == 0 {
-            Phase::Writing
+        if self.awaited == 0 {
+            self.fence();
         } else {
-            Phase::Evicting
-        };
+            self.phase = Phase::Evicting;
+        }
     }
 
     /// Packs picked blocks into write buffers and submits them, keeping
@@ -444,9 +699,12 @@ impl Feeder {
             };
             let room = (want as u64).min(wbuf.capacity() as u64 / bs * bs) as usize;
             let base = self.hand;
+            let write_seq = self.next_write;
+            self.next_write += 1;
             let slice = wbuf.as_mut_slice();
             let mut pos = 0usize;
             let mut blocks: Vec<(HeaderIdx, u64, L2Loc)> = Vec::new();
+            let mut entries = Vec::new();
             while let Some(p) = self.picks.front() {
                 let size = p.size as usize;
                 let start = self.placement.place(pos as u64, u64::from(p.size)) as usize;
@@ -454,6 +712,13 @@ impl Feeder {
                     break;
                 }
                 let p = self.picks.pop_front().expect("front exists");
+                if self.killed.contains(&p.hash) {
+                    // Invalidated or replaced since it was picked: its
+                    // record is in the log already, so its entry may not
+                    // follow.
+                    self.send_done(vec![(p.idx, p.hash, None)]);
+                    continue;
+                }
                 self.counters.l2_feed_bytes += u64::from(p.size);
                 let dst = &mut slice[start..start + size];
                 let packed =
@@ -471,15 +736,24 @@ impl Feeder {
                     Encoding::Raw => self.counters.l2_compress_failures += 1,
                 }
                 let stored = &slice[start..start + packed.len];
-                let loc = L2Loc::new(
+                let cksum = checksum(p.tag, write_seq as u32, stored);
+                let loc = L2Loc::at(
                     self.dev,
-                    base + start as u64,
+                    self.data_offset + base + start as u64,
                     packed.encoding,
                     packed.len as u32,
                     p.size,
-                    checksum(p.tag, stored),
-                    p.mfu,
-                );
+                )
+                .written(write_seq, cksum, p.mfu);
+                entries.push(LogItem::Entry {
+                    hash: p.hash,
+                    cksum,
+                    rel_sectors: (start as u64 / L2_SECTOR) as u16,
+                    psize: packed.len as u32,
+                    lsize: p.size,
+                    encoding: packed.encoding,
+                    mfu: p.mfu,
+                });
                 blocks.push((p.idx, p.hash, loc));
                 pos = start + packed.len;
             }
@@ -497,8 +771,17 @@ impl Feeder {
                 self.abort_picks();
                 break;
             }
+            let logical = self.lap * self.cap + base;
+            let write = LogItem::Write {
+                logical,
+                seq: write_seq,
+                sectors: (len as u64 / L2_SECTOR) as u32,
+            };
             if len == 0 {
-                // Only EMPTY blocks: nothing to write.
+                // Only EMPTY blocks: nothing to write, but their log.
+                if let Some(j) = &mut self.journal {
+                    j.log_write(self.queue.as_mut(), write, &entries);
+                }
                 let done = blocks
                     .into_iter()
                     .map(|(i, h, l)| (i, h, Some(l)))
@@ -508,35 +791,47 @@ impl Feeder {
             }
             slice[pos..len].fill(0);
             let buf = wbuf.freeze(len);
-            let mut done: DoneList = vec![Vec::new(); self.shards];
-            let mut hashes: Vec<Vec<u32>> = vec![Vec::new(); self.shards];
+            let mut done: Vec<Vec<(HeaderIdx, L2Loc)>> = vec![Vec::new(); self.shards];
+            let mut batch = Batch::new(
+                self.data_offset + base,
+                self.data_offset + base + len as u64,
+                logical,
+                self.shards,
+            );
             for (idx, hash, loc) in blocks {
                 let s = shard_of(hash, self.shards);
                 done[s].push((idx, loc));
-                hashes[s].push(hash as u32);
+                batch.add(s, hash);
                 self.log_blocks += 1;
             }
-            self.log.push_back(Batch {
-                start: base,
-                end: base + len as u64,
-                logical: self.lap * self.cap + base,
-                hashes,
-            });
+            self.log.push_back(batch);
+            // Logged as it is packed, so that a record that comes later
+            // lands after its entries; an entry whose write never
+            // completes fails its checksum when read.
+            if let Some(j) = &mut self.journal {
+                j.log_write(self.queue.as_mut(), write, &entries);
+            }
             self.next_tag += 1;
-            let tag = self.next_tag;
-            self.writes.insert(tag, done);
+            let tag = self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1);
+            self.writes.insert(tag, InFlight { done });
             self.hand = base + len as u64;
             self.wrote += len as u64;
             self.counters.l2_writes_sent += 1;
             self.shared.writes_in_flight.fetch_add(1, Relaxed);
-            self.queue.submit(tag, IoOp::Write { offset: base, buf });
+            self.queue.submit(
+                tag,
+                IoOp::Write {
+                    offset: self.data_offset + base,
+                    buf,
+                },
+            );
         }
         busy
     }
 
     /// A feed write completed.
     fn on_write_done(&mut self, c: Completion) {
-        let Some(done) = self.writes.remove(&c.tag) else {
+        let Some(w) = self.writes.remove(&c.tag) else {
             log::error!("L2 feeder {}: unknown write tag {:x}", self.dev, c.tag);
             return;
         };
@@ -559,7 +854,7 @@ impl Feeder {
             self.counters.l2_writes_error += 1;
             log::warn!("L2 feed write failed: {e}; its blocks get no L2 copy");
         }
-        for (to, entries) in done.into_iter().enumerate() {
+        for (to, entries) in w.done.into_iter().enumerate() {
             if !entries.is_empty() {
                 let entries = entries
                     .into_iter()

@@ -23,8 +23,11 @@
 pub mod compress;
 pub(crate) mod feeder;
 pub mod format;
+pub(crate) mod journal;
 pub(crate) mod msg;
+pub(crate) mod prepare;
 pub(crate) mod read;
+pub(crate) mod rebuild;
 
 pub(crate) use msg::{L2Link, L2Msg};
 
@@ -32,6 +35,7 @@ use crate::bufpool::{Buf, BufPool};
 use crate::device::{BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, MAX_TICK};
 use crate::shard::Shard;
 use feeder::Feeder;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +87,31 @@ pub struct L2Config {
     /// them, up to 1/8 of the ARC, until the next feed (a polarc addition;
     /// see `shard::l2`). Default: true.
     pub stage_evicted: bool,
+    /// Keep a log on each device, so that its blocks come back after a
+    /// restart or a crash (docs/l2.md). Default: true.
+    pub persistent: bool,
+    /// What to do with what a device holds at start-up. Default:
+    /// [`L2Start::Resume`].
+    pub start: L2Start,
+    /// The share of each device given to the log ring, for devices
+    /// formatted from now on (24 bytes per block: 1% holds the log of
+    /// blocks of 2.4 KiB or more on the device). Default: 0.01.
+    pub log_share: f64,
+}
+
+/// What to do with what an L2 device holds at start-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L2Start {
+    /// Rebuild a polarc device's blocks from its log; format a new
+    /// (all-zero) device; refuse a device holding anything else.
+    #[default]
+    Resume,
+    /// Start empty: format the device, dropping what it holds, but refuse
+    /// one holding data that is not polarc's.
+    Fresh,
+    /// Format the device whatever it holds.
+    Overwrite,
 }
 
 impl Default for L2Config {
@@ -102,6 +131,9 @@ impl Default for L2Config {
             write_size: 1 << 20,
             writes_in_flight: 4,
             stage_evicted: true,
+            persistent: true,
+            start: L2Start::Resume,
+            log_share: 0.01,
         }
     }
 }
@@ -127,6 +159,12 @@ impl L2Config {
             if !(d.is_finite() && d > 0.0) {
                 return Err(format!("l2 dwpd {d} must be a positive number"));
             }
+        }
+        if !(self.log_share > 0.0 && self.log_share <= 0.5) {
+            return Err(format!(
+                "l2 log_share {} must be above 0 and at most 0.5",
+                self.log_share
+            ));
         }
         Ok(())
     }
@@ -185,6 +223,45 @@ pub struct L2Counters {
     /// submission): `l2_feed_bytes / l2_feed_ns` is the feed throughput
     /// of one core, uncapped.
     pub l2_feed_ns: u64,
+    /// Log blocks written.
+    pub l2_log_writes: u64,
+    /// Bytes of log blocks written.
+    pub l2_log_write_bytes: u64,
+    /// Log block, flush and header writes that failed (and were retried).
+    pub l2_log_write_errors: u64,
+    /// Devices whose log was given up after repeated failures.
+    pub l2_log_failures: u64,
+    /// Flushes.
+    pub l2_flushes: u64,
+    /// Header writes.
+    pub l2_header_writes: u64,
+    /// Invalidation and replacement records logged.
+    pub l2_records: u64,
+    /// Group commits that made records durable.
+    pub l2_record_commits: u64,
+    /// Devices rebuilt from their log at start-up.
+    pub l2_rebuild_success: u64,
+    /// Log blocks taken by rebuilds.
+    pub l2_rebuild_log_blks: u64,
+    /// Entries rebuilt (sent to the shards).
+    pub l2_rebuild_bufs: u64,
+    /// Of which the shards kept: L2-only, or on a header.
+    pub l2_rebuild_kept: u64,
+    /// Of which joined a header already in the ARC.
+    pub l2_rebuild_bufs_precached: u64,
+    /// Entries and writes dropped: overwritten, invalidated, or outside
+    /// what this engine holds.
+    pub l2_rebuild_stale: u64,
+    /// Log blocks that failed their checksum or did not parse.
+    pub l2_rebuild_cksum_lb_errors: u64,
+    /// Log reads that failed.
+    pub l2_rebuild_io_errors: u64,
+    /// Logical bytes of the entries kept.
+    pub l2_rebuild_size: u64,
+    /// Device bytes of the entries kept.
+    pub l2_rebuild_asize: u64,
+    /// Nanoseconds the rebuilds took, device by device, summed.
+    pub l2_rebuild_ns: u64,
 }
 
 impl L2Counters {
@@ -216,7 +293,26 @@ impl L2Counters {
                 l2_norw_skips,
                 l2_log_bytes,
                 l2_feed_bytes,
-                l2_feed_ns
+                l2_feed_ns,
+                l2_log_writes,
+                l2_log_write_bytes,
+                l2_log_write_errors,
+                l2_log_failures,
+                l2_flushes,
+                l2_header_writes,
+                l2_records,
+                l2_record_commits,
+                l2_rebuild_success,
+                l2_rebuild_log_blks,
+                l2_rebuild_bufs,
+                l2_rebuild_kept,
+                l2_rebuild_bufs_precached,
+                l2_rebuild_stale,
+                l2_rebuild_cksum_lb_errors,
+                l2_rebuild_io_errors,
+                l2_rebuild_size,
+                l2_rebuild_asize,
+                l2_rebuild_ns
             }
         );
     }
@@ -230,6 +326,9 @@ pub(crate) struct DevShared {
     pub feeder: usize,
     /// Feed writes in flight (read by `norw`).
     pub writes_in_flight: AtomicUsize,
+    /// Its header as the engine found or wrote it, and whether its log
+    /// is to be rebuilt.
+    pub start: prepare::Prepared,
 }
 
 /// One reactor's queue on one device.
@@ -255,6 +354,17 @@ pub(crate) struct L2 {
     kicked: bool,
     /// Scratch for completions.
     done: Vec<Completion>,
+    /// Devices that keep a log, by index: an invalidation waits for each.
+    persistent: Vec<u8>,
+    /// Invalidations and replacements waiting for records to be durable:
+    /// token → devices still to answer.
+    awaiting: HashMap<u64, usize>,
+    next_token: u64,
+    /// Devices whose rebuild has not told this shard it is over.
+    rebuilding: usize,
+    /// Keys invalidated or replaced while a rebuild runs: what the log says
+    /// of them is older.
+    dead_since_start: HashSet<u64>,
 }
 
 /// What a reactor needs to open its L2 queues.
@@ -262,6 +372,9 @@ pub(crate) struct L2 {
 pub(crate) struct L2Setup {
     pub cfg: Arc<L2Config>,
     pub devs: Vec<Arc<DevShared>>,
+    /// The largest block the engine holds (rebuilt entries above it are
+    /// dropped).
+    pub max_block: u32,
 }
 
 impl L2 {
@@ -276,7 +389,14 @@ impl L2 {
     ) -> Result<L2, DeviceError> {
         let mut devs = Vec::new();
         let mut feeders = Vec::new();
+        let mut persistent = Vec::new();
+        let mut rebuilding = 0;
         for (i, shared) in setup.devs.into_iter().enumerate() {
+            let start = &shared.start;
+            if start.header.compat & format::COMPAT_NO_LOG == 0 {
+                persistent.push(i as u8);
+                rebuilding += usize::from(start.resume);
+            }
             if shared.feeder == me {
                 feeders.push(Feeder::new(
                     i as u8,
@@ -285,6 +405,8 @@ impl L2 {
                     setup.cfg.clone(),
                     link.clone(),
                     pool,
+                    start,
+                    setup.max_block,
                 )?);
             }
             let mut queue = shared.device.open_queue(setup.cfg.queue_depth)?;
@@ -292,6 +414,11 @@ impl L2 {
             devs.push(DevQueue { shared, queue });
         }
         Ok(L2 {
+            persistent,
+            awaiting: HashMap::new(),
+            next_token: 0,
+            rebuilding,
+            dead_since_start: HashSet::new(),
             me,
             cfg: setup.cfg,
             link,
@@ -311,8 +438,40 @@ impl L2 {
         self.devs.iter().all(|d| d.queue.in_flight() == 0) && self.feeders.iter().all(Feeder::idle)
     }
 
+    /// The key with `hash` was invalidated or replaced in this reactor's
+    /// shard: has every device that keeps a log record it. Returns the
+    /// token that [`L2::handle`] hands back once all have it durable, or
+    /// `None` when no device keeps a log (the caller answers at once).
+    pub(crate) fn record_dead(&mut self, hash: u64) -> Option<u64> {
+        if self.persistent.is_empty() {
+            return None;
+        }
+        if self.rebuilding > 0 {
+            self.dead_since_start.insert(hash);
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        self.awaiting.insert(token, self.persistent.len());
+        for &dev in &self.persistent {
+            let feeder = self.devs[usize::from(dev)].shared.feeder;
+            self.link.send(
+                feeder,
+                L2Msg::Record {
+                    dev,
+                    hash,
+                    from: self.me,
+                    token,
+                },
+            );
+        }
+        Some(token)
+    }
+
     /// Handles one message of the L2 protocol. `shard` is this reactor's.
-    pub(crate) fn handle(&mut self, msg: L2Msg, shard: &mut Shard<Buf>) {
+    /// Returns the tokens of [`L2::record_dead`] that are now durable on
+    /// every device.
+    pub(crate) fn handle(&mut self, msg: L2Msg, shard: &mut Shard<Buf>) -> Vec<u64> {
+        let mut durable = Vec::new();
         match msg {
             L2Msg::Scan {
                 dev,
@@ -365,7 +524,46 @@ impl L2 {
                     shard.l2_done(idx, loc);
                 }
             }
+            L2Msg::Record {
+                dev,
+                hash,
+                from,
+                token,
+            } => {
+                if let Some(f) = self.feeder(dev) {
+                    f.record(hash, from, token);
+                }
+            }
+            L2Msg::Durable { tokens, .. } => {
+                for t in tokens {
+                    let Some(left) = self.awaiting.get_mut(&t) else {
+                        log::error!("reactor {}: unknown record token {t}", self.me);
+                        continue;
+                    };
+                    *left -= 1;
+                    if *left == 0 {
+                        self.awaiting.remove(&t);
+                        durable.push(t);
+                    }
+                }
+            }
+            L2Msg::Rebuilt { items, .. } => {
+                let a = shard.l2_rebuild(&items, &self.dead_since_start);
+                let c = &mut self.counters;
+                c.l2_rebuild_kept += a.entries;
+                c.l2_rebuild_bufs_precached += a.precached;
+                c.l2_rebuild_stale += a.stale;
+                c.l2_rebuild_size += a.bytes;
+                c.l2_rebuild_asize += a.asize;
+            }
+            L2Msg::RebuildDone { .. } => {
+                self.rebuilding = self.rebuilding.saturating_sub(1);
+                if self.rebuilding == 0 {
+                    self.dead_since_start = HashSet::new();
+                }
+            }
         }
+        durable
     }
 
     /// The feeder of device `dev`, which this reactor must run.
@@ -406,7 +604,7 @@ impl L2 {
     pub(crate) fn counters(&self) -> L2Counters {
         let mut c = self.counters;
         for f in &self.feeders {
-            c.add(f.counters());
+            c.add(&f.counters());
             c.l2_log_bytes += f.log_bytes();
         }
         c

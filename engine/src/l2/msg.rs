@@ -4,7 +4,7 @@
 
 use super::format::L2Loc;
 use crate::bufpool::Buf;
-use crate::shard::{HeaderIdx, L2Pick, PickRules};
+use crate::shard::{HeaderIdx, L2Pick, PickRules, Rebuilt};
 
 /// A message of the L2 protocol.
 pub(crate) enum L2Msg {
@@ -42,6 +42,22 @@ pub(crate) enum L2Msg {
         dev: u8,
         entries: Vec<(HeaderIdx, Option<L2Loc>)>,
     },
+    /// Shard → feeder: log that the key with this hash was invalidated
+    /// or replaced, and answer `Durable` with `token` once the record is
+    /// durable.
+    Record {
+        dev: u8,
+        hash: u64,
+        from: usize,
+        token: u64,
+    },
+    /// Feeder → shard: the records of these tokens are durable on `dev`.
+    Durable { dev: u8, tokens: Vec<u64> },
+    /// Feeder → shard: what the rebuild of `dev` found for this shard, in
+    /// log order.
+    Rebuilt { dev: u8, items: Vec<Rebuilt> },
+    /// Feeder → shard: the rebuild of `dev` is over.
+    RebuildDone { dev: u8 },
 }
 
 impl std::fmt::Debug for L2Msg {
@@ -53,6 +69,10 @@ impl std::fmt::Debug for L2Msg {
             L2Msg::EvictAck { dev, seq } => write!(f, "L2EvictAck(dev {dev}, seq {seq})"),
             L2Msg::Kick { dev } => write!(f, "L2Kick(dev {dev})"),
             L2Msg::Done { dev, entries } => write!(f, "L2Done(dev {dev}, {})", entries.len()),
+            L2Msg::Record { dev, token, .. } => write!(f, "L2Record(dev {dev}, token {token})"),
+            L2Msg::Durable { dev, tokens } => write!(f, "L2Durable(dev {dev}, {})", tokens.len()),
+            L2Msg::Rebuilt { dev, items } => write!(f, "L2Rebuilt(dev {dev}, {})", items.len()),
+            L2Msg::RebuildDone { dev } => write!(f, "L2RebuildDone(dev {dev})"),
         }
     }
 }

@@ -86,7 +86,7 @@ impl L2 {
             return Lookup::Miss;
         }
         if loc.encoding() == Encoding::Empty {
-            if loc.cksum() != checksum(key_tag(&h.key), &[]) {
+            if loc.cksum() != checksum(key_tag(&h.key), loc.write_seq(), &[]) {
                 self.counters.l2_cksum_bad += 1;
                 shard.l2_drop(idx, loc);
                 return Lookup::Miss;
@@ -173,7 +173,7 @@ impl L2 {
                 let frozen = rbuf.freeze(off + psize);
                 let stored = &frozen[off..];
                 let tag = key_tag(&shard.header(r.idx).key);
-                if checksum(tag, stored) != loc.cksum() {
+                if checksum(tag, loc.write_seq(), stored) != loc.cksum() {
                     self.counters.l2_cksum_bad += 1;
                     None
                 } else if loc.encoding() == Encoding::Raw && off == 0 && psize == lsize {

@@ -2,13 +2,15 @@
 //! its done and evict messages, and the compact table of L2-only blocks.
 //!
 //! A block that left the ARC entirely but still has an L2 copy keeps no
-//! full header: it becomes an [`L2Entry`] (24 B: 32 bits of the key's
-//! hash, 32 bits of an independent hash, the packed location) in a table
-//! of its own. Identity there is those 64 bits (with a million keys, 32
-//! bits alone collide about a hundred times). Beyond that, the checksum
-//! is keyed by the key ([`key_tag`]), so even an entry found for
-//! another key that shares all 64 bits fails verification and is dropped,
-//! never served.
+//! full header: it becomes an [`L2Entry`] (32 B: the key's full 64-bit
+//! hash and the packed location) in a table of its own. Identity there is
+//! the 64-bit hash, which is also what the on-device log records, so that
+//! a rebuild can re-shard entries. Beyond that, the checksum is keyed by
+//! the key ([`key_tag`]), so even an entry found for another key that
+//! shares all 64 bits fails verification and is dropped, never served.
+//!
+//! Also here: the shard's side of a rebuild at start-up (entries and
+//! invalidation records from a device's log, applied in log order).
 
 use super::header::{Flags, HeaderIdx, State};
 use super::{hash_key, table_hash, Shard};
@@ -18,12 +20,36 @@ use hashbrown::HashTable;
 /// An L2-only block: everything the read path needs, without the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L2Entry {
-    /// The low 32 bits of the key's hash ([`super::hash_key`]).
-    pub hash: u32,
-    /// 32 bits of the key's tag ([`key_tag`]).
-    pub tag: u32,
+    /// The key's hash ([`super::hash_key`]).
+    pub hash: u64,
     /// Where the copy is.
     pub loc: L2Loc,
+}
+
+/// What a rebuild found in a device's log, for one shard, in log order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// The key with this hash has a copy here.
+    Entry(u64, L2Loc),
+    /// Copies of the key with this hash logged before, on device `dev`,
+    /// are dead (it was invalidated or replaced).
+    Dead(u64, u8),
+}
+
+/// What applying rebuilt items did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebuildApplied {
+    /// Entries now in the shard (L2-only, or on a header).
+    pub entries: u64,
+    /// Of which attached to a header already in the ARC.
+    pub precached: u64,
+    /// Entries dropped: their key was invalidated or replaced while the
+    /// rebuild ran, or a newer copy is being written.
+    pub stale: u64,
+    /// Logical bytes of the entries kept.
+    pub bytes: u64,
+    /// Device bytes of the entries kept.
+    pub asize: u64,
 }
 
 /// Which blocks a feed scan may pick (ZFS's admission knobs).
@@ -199,7 +225,7 @@ impl<T: Clone> Shard<T> {
 
     /// Drops the L2 copies on device `dev` in `[start, end)` of the blocks
     /// whose key hashes' low 32 bits are `hashes` (the feeder's log of
-    /// that range).
+    /// that range). Whatever lies in the range goes, whichever key it is.
     pub fn l2_evict(&mut self, dev: u8, start: u64, end: u64, hashes: &[u32]) -> L2Evicted {
         let mut out = L2Evicted::default();
         let in_range =
@@ -208,7 +234,7 @@ impl<T: Clone> Shard<T> {
             let th = table_hash(u64::from(hash));
             if let Ok(e) = self
                 .l2only
-                .find_entry(th, |e| e.hash == hash && in_range(&e.loc))
+                .find_entry(th, |e| e.hash as u32 == hash && in_range(&e.loc))
             {
                 let (e, _) = e.remove();
                 self.l2_account(e.loc, false);
@@ -345,45 +371,104 @@ impl<T> Shard<T> {
     }
 
     /// Moves a header's L2 copy into the L2-only table; the caller frees
-    /// the header. An entry of another key with the same hash is replaced.
-    pub(super) fn l2_keep_only(&mut self, key: &[u8], hash: u64, loc: L2Loc) {
-        let (hash, tag) = (hash as u32, key_tag(key) as u32);
-        if let Some(old) = self.l2only_take_id(hash, tag) {
+    /// the header. An older entry with the same hash is replaced.
+    pub(super) fn l2_keep_only(&mut self, hash: u64, loc: L2Loc) {
+        if let Some(old) = self.l2only_take(hash) {
             self.l2_account(old, false);
         }
-        self.l2only.insert_unique(
-            table_hash(u64::from(hash)),
-            L2Entry { hash, tag, loc },
-            |e| table_hash(u64::from(e.hash)),
-        );
+        self.l2only
+            .insert_unique(table_hash(hash), L2Entry { hash, loc }, |e| {
+                table_hash(e.hash)
+            });
     }
 
-    /// Takes the L2-only entry of `key`, if any.
-    pub(super) fn l2only_take(&mut self, key: &[u8], hash: u64) -> Option<L2Loc> {
+    /// Takes the L2-only entry of the key with this hash, if any.
+    pub(super) fn l2only_take(&mut self, hash: u64) -> Option<L2Loc> {
         if self.l2only.is_empty() {
             return None;
         }
-        self.l2only_take_id(hash as u32, key_tag(key) as u32)
-    }
-
-    fn l2only_take_id(&mut self, hash: u32, tag: u32) -> Option<L2Loc> {
         self.l2only
-            .find_entry(table_hash(u64::from(hash)), |e| {
-                e.hash == hash && e.tag == tag
-            })
+            .find_entry(table_hash(hash), |e| e.hash == hash)
             .ok()
             .map(|e| e.remove().0.loc)
     }
 
-    /// Drops the L2-only entry of `key` (invalidation).
-    pub(super) fn l2only_drop(&mut self, key: &[u8], hash: u64) -> bool {
-        match self.l2only_take(key, hash) {
+    /// Drops the L2-only entry of the key with this hash (invalidation).
+    pub(super) fn l2only_drop(&mut self, hash: u64) -> bool {
+        match self.l2only_take(hash) {
             Some(loc) => {
                 self.l2_account(loc, false);
                 true
             }
             None => false,
         }
+    }
+
+    /// Applies items a rebuild found in device `dev`'s log, in log order.
+    /// Keys in `dead` were invalidated or replaced since the engine
+    /// started: their logged copies are older and are dropped.
+    pub fn l2_rebuild(
+        &mut self,
+        items: &[Rebuilt],
+        dead: &std::collections::HashSet<u64>,
+    ) -> RebuildApplied {
+        let mut out = RebuildApplied::default();
+        for item in items {
+            match *item {
+                Rebuilt::Entry(hash, loc) => {
+                    if dead.contains(&hash) {
+                        out.stale += 1;
+                        continue;
+                    }
+                    if let Some(idx) = self.find_by_hash(hash) {
+                        // A key read (or inserted) since start-up: the
+                        // logged copy joins its header if it has none.
+                        let h = &self.slab[idx as usize];
+                        if h.l2.is_some()
+                            || h.flags.contains(Flags::L2_WRITING)
+                            || h.flags.contains(Flags::DETACHED)
+                        {
+                            out.stale += 1;
+                            continue;
+                        }
+                        self.slab[idx as usize].l2 = loc;
+                        out.precached += 1;
+                    } else {
+                        self.l2_keep_only(hash, loc);
+                    }
+                    self.l2_account(loc, true);
+                    out.entries += 1;
+                    out.bytes += u64::from(loc.lsize());
+                    out.asize += loc.asize();
+                }
+                Rebuilt::Dead(hash, dev) => {
+                    if let Ok(e) = self
+                        .l2only
+                        .find_entry(table_hash(hash), |e| e.hash == hash && e.loc.dev() == dev)
+                    {
+                        let (e, _) = e.remove();
+                        self.l2_account(e.loc, false);
+                    }
+                    if let Some(idx) = self.find_by_hash(hash) {
+                        let loc = self.slab[idx as usize].l2;
+                        if loc.is_some() && loc.dev() == dev {
+                            self.slab[idx as usize].l2 = L2Loc::NONE;
+                            self.l2_account(loc, false);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The header of the key whose hash is `hash`, if the table has one.
+    fn find_by_hash(&self, hash: u64) -> Option<HeaderIdx> {
+        self.table
+            .find(table_hash(hash), |&i| {
+                hash_key(&self.slab[i as usize].key) == hash
+            })
+            .copied()
     }
 
     pub(super) fn l2_account(&mut self, loc: L2Loc, add: bool) {
@@ -431,8 +516,8 @@ mod tests {
     use crate::shard::Policy;
 
     #[test]
-    fn an_l2_only_entry_takes_24_bytes() {
-        assert_eq!(std::mem::size_of::<L2Entry>(), 24);
+    fn an_l2_only_entry_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<L2Entry>(), 32);
     }
 
     #[test]
@@ -453,7 +538,7 @@ mod tests {
         });
         assert_eq!(picks.len(), 1);
         assert!(s.header(picks[0].idx).flags.contains(Flags::L2_WRITING));
-        let loc = L2Loc::new(0, 0, Encoding::Raw, 4096, 4096, 1, false);
+        let loc = L2Loc::at(0, 0, Encoding::Raw, 4096, 4096).written(1, 1, false);
         s.l2_done(picks[0].idx, Some(loc));
         // Push it out of the ARC and out of the ghost lists.
         for i in 1..40 {

@@ -16,7 +16,7 @@ mod l2;
 mod list;
 
 pub use header::{Flags, Header, HeaderIdx, State, NIL};
-pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules, StageRules};
+pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules, RebuildApplied, Rebuilt, StageRules};
 pub use list::List;
 
 use crate::l2::format::L2Loc;
@@ -246,7 +246,7 @@ impl<T> Shard<T> {
                 self.table.insert_unique(table_hash(hash), idx, |&i| {
                     table_hash(hash_key(&self.slab[i as usize].key))
                 });
-                if let Some(loc) = self.l2only_take(key, hash) {
+                if let Some(loc) = self.l2only_take(hash) {
                     self.slab[idx as usize].l2 = loc;
                 }
                 idx
@@ -317,7 +317,7 @@ impl<T> Shard<T> {
     /// the table, so that neither can bring the key back; it is freed when
     /// the last of them completes. Returns true when the key was known.
     pub fn invalidate(&mut self, hash: u64, key: &[u8]) -> bool {
-        let l2only = self.l2only_drop(key, hash);
+        let l2only = self.l2only_drop(hash);
         let Some(idx) = self.find(hash, key) else {
             if l2only {
                 self.counters.invalidates += 1;
@@ -568,9 +568,8 @@ impl<T> Shard<T> {
         let loc = h.l2;
         self.remove_from_table(idx);
         if loc.is_some() {
-            let key = std::mem::take(&mut self.slab[idx as usize].key);
-            self.l2_keep_only(&key, hash_key(&key), loc);
-            self.slab[idx as usize].key = key;
+            let hash = hash_key(&self.slab[idx as usize].key);
+            self.l2_keep_only(hash, loc);
         }
         self.free_slot(idx);
     }

@@ -1,0 +1,642 @@
+//! A feeder's log on its device (docs/format.md): log blocks describing
+//! the feed writes that completed and the invalidation records, written
+//! round the log ring; flushes; and the header. The journal orders them:
+//!
+//! * a write's entries are logged when it is packed, in the order of
+//!   everything else the feeder logs: an invalidation record that comes
+//!   later lands after them and kills them at a rebuild. (An entry whose
+//!   write never completed fails its keyed checksum when read.) Then a
+//!   flush, then the header;
+//! * the evict position is durable (header, then flush) before the hand
+//!   overwrites what an older header vouches for ([`Journal::fence`]);
+//! * a record is acknowledged once a flush submitted after its log block
+//!   completed has completed. Records are group-committed: while a flush
+//!   is in flight, new records wait in the open block for the next one.
+//!
+//! A log block, once written, is never rewritten: a torn rewrite could
+//! destroy a record already acknowledged. A write that fails is sealed
+//! again under a new sequence number. After [`MAX_ATTEMPTS`] failures the
+//! device's log is given up: its header copies are zeroed (so that a
+//! restart formats it instead of rebuilding a log that lacks records),
+//! every waiter is released, and nothing more is logged.
+#![forbid(unsafe_code)]
+
+use super::format::{
+    DeviceHeader, Geometry, LogBlock, LogItem, COMPAT_CLEAN, ITEM_BYTES, LOG_HEADER_BYTES,
+};
+use super::L2Counters;
+use crate::bufpool::{Buf, BufMut, BufPool};
+use crate::device::{Completion, DeviceQueue, IoOp};
+use std::collections::HashMap;
+
+/// Attempts of one log block write, flush or header write before the
+/// device's log is given up.
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+
+/// Requests of the journal on the feeder's queue carry this in their tag's
+/// top byte.
+pub(crate) const TAG_KIND_SHIFT: u32 = 56;
+pub(crate) const TAG_LOG: u64 = 1;
+pub(crate) const TAG_FLUSH: u64 = 2;
+pub(crate) const TAG_HEADER: u64 = 3;
+
+/// Who waits for what has been logged to be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiter {
+    /// An invalidation record: answer reactor `from` with `token`.
+    Record { from: usize, token: u64 },
+    /// The end of a feed cycle: then write the header.
+    Cycle,
+    /// A new evict position, whose header write completed.
+    Fence(u64),
+    /// A clean shutdown: then write the header marked clean.
+    Close,
+    /// The clean header was written: once it is durable, closed.
+    Closed,
+}
+
+/// What the journal tells its feeder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// These records are durable: (reactor, token).
+    Durable(Vec<(usize, u64)>),
+    /// The cycle's log is durable and the header written.
+    CycleSynced,
+    /// The evict position asked for is durable.
+    Fenced,
+    /// The clean-shutdown header is durable.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderWhy {
+    Cycle,
+    Fence(u64),
+    Close,
+    Poison,
+}
+
+struct LogWrite {
+    seq: u64,
+    buf: Buf,
+    waiters: Vec<Waiter>,
+    /// The end (logical) of the newest write named in the block.
+    hand: u64,
+    attempts: u32,
+}
+
+struct Flush {
+    tag: u64,
+    waiters: Vec<Waiter>,
+    /// What it makes durable: the newest log block and hand.
+    seq: u64,
+    hand: u64,
+    attempts: u32,
+}
+
+/// What a durable state vouches for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Durable {
+    /// The newest log block covered by a completed flush.
+    pub seq: u64,
+    /// The end (logical) of the newest write a durable block names.
+    pub hand: u64,
+    /// The evict position.
+    pub evict: u64,
+}
+
+/// One device's log, run by its feeder.
+pub(crate) struct Journal {
+    name: String,
+    geo: Geometry,
+    guid: u128,
+    pool: BufPool,
+    /// The last header written.
+    header: DeviceHeader,
+    /// The open log block and its items so far.
+    open: Option<(BufMut, usize)>,
+    open_waiters: Vec<Waiter>,
+    open_hand: u64,
+    /// The write whose entries the open block is taking: repeated at the
+    /// start of the next block when they spill over.
+    open_write: Option<LogItem>,
+    next_seq: u64,
+    writes: HashMap<u64, LogWrite>,
+    /// Waiters whose log blocks completed, for the next flush.
+    completed: Vec<Waiter>,
+    completed_seq: u64,
+    completed_hand: u64,
+    /// Waiters for every log block so far (a cycle's end, a shutdown).
+    barrier: Vec<Waiter>,
+    flush: Option<Flush>,
+    header_io: Option<(u64, HeaderWhy, u32)>,
+    /// Header writes waiting for the one in flight.
+    header_queue: Vec<HeaderWhy>,
+    durable: Durable,
+    /// The next feed write's sequence number (for the header).
+    pub next_write: u64,
+    failed: bool,
+    next_tag: u64,
+    events: Vec<Event>,
+    /// Counters: log writes and bytes, flushes, header writes, records.
+    pub counters: L2Counters,
+}
+
+impl Journal {
+    /// The journal of a device whose header is `header` (just written at
+    /// format time, or read back and rebuilt from), its log resuming at
+    /// sequence number `next_seq`, with `durable` as the rebuild found it.
+    pub(crate) fn new(
+        name: String,
+        header: DeviceHeader,
+        next_seq: u64,
+        durable: Durable,
+        pool: &BufPool,
+    ) -> Journal {
+        Journal {
+            name,
+            geo: header.geometry,
+            guid: header.guid,
+            pool: pool.clone(),
+            next_write: header.next_write,
+            header,
+            open: None,
+            open_waiters: Vec::new(),
+            open_hand: 0,
+            open_write: None,
+            next_seq: next_seq.max(1),
+            writes: HashMap::new(),
+            completed: Vec::new(),
+            completed_seq: 0,
+            completed_hand: 0,
+            barrier: Vec::new(),
+            flush: None,
+            header_io: None,
+            header_queue: Vec::new(),
+            durable,
+            failed: false,
+            next_tag: 0,
+            events: Vec::new(),
+            counters: L2Counters::default(),
+        }
+    }
+
+    /// True when nothing is in flight or waiting.
+    pub(crate) fn idle(&self) -> bool {
+        self.writes.is_empty()
+            && self.flush.is_none()
+            && self.header_io.is_none()
+            && self.header_queue.is_empty()
+            && self.open_waiters.is_empty()
+            && self.completed.is_empty()
+            && self.barrier.is_empty()
+    }
+
+    /// Takes what happened since the last call.
+    pub(crate) fn events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn tag(&mut self, kind: u64) -> u64 {
+        self.next_tag += 1;
+        (kind << TAG_KIND_SHIFT) | (self.next_tag & ((1 << TAG_KIND_SHIFT) - 1))
+    }
+
+    /// Logs a completed feed write and the blocks it stored.
+    pub(crate) fn log_write(
+        &mut self,
+        q: &mut dyn DeviceQueue,
+        write: LogItem,
+        entries: &[LogItem],
+    ) {
+        if self.failed {
+            return;
+        }
+        let LogItem::Write {
+            logical, sectors, ..
+        } = write
+        else {
+            unreachable!("log_write takes a Write item")
+        };
+        let end = logical + u64::from(sectors) * 512;
+        self.open_write = None;
+        self.append(q, write);
+        self.open_write = Some(write);
+        for e in entries {
+            self.open_hand = self.open_hand.max(end);
+            self.append(q, *e);
+        }
+        self.open_hand = self.open_hand.max(end);
+        self.open_write = None;
+    }
+
+    /// Logs that the key with `hash` is dead; `from`'s `token` is answered
+    /// once the record is durable.
+    pub(crate) fn record(&mut self, q: &mut dyn DeviceQueue, hash: u64, from: usize, token: u64) {
+        if self.failed {
+            self.events.push(Event::Durable(vec![(from, token)]));
+            return;
+        }
+        self.append(q, LogItem::Invalidate { hash });
+        self.open_waiters.push(Waiter::Record { from, token });
+        self.counters.l2_records += 1;
+    }
+
+    /// The feed cycle is over: make its log durable, then write the header;
+    /// [`Event::CycleSynced`] follows.
+    pub(crate) fn sync_cycle(&mut self) {
+        self.wait_for_all(Waiter::Cycle);
+    }
+
+    /// Makes `evict` the durable evict position before any write passes
+    /// the old one; [`Event::Fenced`] follows.
+    pub(crate) fn fence(&mut self, evict: u64) {
+        if self.failed || evict <= self.durable.evict {
+            self.events.push(Event::Fenced);
+            return;
+        }
+        self.header_queue.push(HeaderWhy::Fence(evict));
+    }
+
+    /// Shutdown: the log and then a header marked clean, durable;
+    /// [`Event::Closed`] follows.
+    pub(crate) fn close(&mut self) {
+        self.wait_for_all(Waiter::Close);
+    }
+
+    fn wait_for_all(&mut self, w: Waiter) {
+        if self.failed {
+            self.resolve(vec![w]);
+            return;
+        }
+        self.barrier.push(w);
+    }
+
+    /// Submits what is due: the open block when someone waits on it, a
+    /// flush for completed blocks, the next header write.
+    pub(crate) fn pump(&mut self, q: &mut dyn DeviceQueue) {
+        if self.failed {
+            if self.header_io.is_none() && self.header_queue.first() == Some(&HeaderWhy::Poison) {
+                self.header_queue.clear();
+                self.write_header(q, HeaderWhy::Poison, 1);
+            }
+            return;
+        }
+        // Group commit: while a flush is in flight, records gather.
+        let waited_on = !self.open_waiters.is_empty() || !self.barrier.is_empty();
+        if waited_on && self.flush.is_none() && self.open.is_some() {
+            self.seal(q);
+        }
+        if !self.barrier.is_empty() && self.open.is_none() && self.writes.is_empty() {
+            let b = std::mem::take(&mut self.barrier);
+            self.completed.extend(b);
+        }
+        if self.flush.is_none() && !self.completed.is_empty() {
+            let waiters = std::mem::take(&mut self.completed);
+            let tag = self.tag(TAG_FLUSH);
+            self.flush = Some(Flush {
+                tag,
+                waiters,
+                seq: self.completed_seq,
+                hand: self.completed_hand,
+                attempts: 1,
+            });
+            self.counters.l2_flushes += 1;
+            q.submit(tag, IoOp::Flush);
+        }
+        if self.header_io.is_none() && !self.header_queue.is_empty() {
+            let why = self.header_queue.remove(0);
+            self.write_header(q, why, 1);
+        }
+    }
+
+    /// A request of the journal completed.
+    pub(crate) fn on_complete(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
+        match c.tag >> TAG_KIND_SHIFT {
+            TAG_LOG => self.log_done(q, c),
+            TAG_FLUSH => self.flush_done(q, c),
+            TAG_HEADER => self.header_done(q, c),
+            k => log::error!("{}: journal completion of kind {k}", self.name),
+        }
+    }
+
+    fn append(&mut self, q: &mut dyn DeviceQueue, item: LogItem) {
+        let per_block = self.geo.items_per_log_block();
+        if self.open.as_ref().is_some_and(|(_, n)| *n >= per_block) {
+            self.seal(q);
+        }
+        if self.open.is_none() {
+            let len = self.geo.meta_block as usize;
+            let Some(mut b) = self.pool.alloc(len) else {
+                // Without a buffer the log cannot go on: give it up rather
+                // than acknowledge what was never logged.
+                log::error!("{}: no pool buffer for a log block", self.name);
+                self.fail(q);
+                return;
+            };
+            b.as_mut_slice()[..len].fill(0);
+            self.open = Some((b, 0));
+            // Entries belong to the write before them, in the same block.
+            if let Some(w) = self.open_write {
+                if !matches!(item, LogItem::Write { .. }) {
+                    self.put(w);
+                }
+            }
+        }
+        self.put(item);
+    }
+
+    fn put(&mut self, item: LogItem) {
+        let (b, n) = self.open.as_mut().expect("an open block");
+        let at = LOG_HEADER_BYTES + *n * ITEM_BYTES;
+        b.as_mut_slice()[at..at + ITEM_BYTES].copy_from_slice(&item.encode());
+        *n += 1;
+    }
+
+    /// Seals the open block and submits its write.
+    fn seal(&mut self, q: &mut dyn DeviceQueue) {
+        let Some((b, n)) = self.open.take() else {
+            return;
+        };
+        let len = self.geo.meta_block as usize;
+        let buf = b.freeze(len);
+        let waiters = std::mem::take(&mut self.open_waiters);
+        let hand = std::mem::take(&mut self.open_hand);
+        self.submit_block(q, buf, n, waiters, hand, 1);
+    }
+
+    /// Writes a log block (items already in `items_buf`) under the next
+    /// sequence number.
+    fn submit_block(
+        &mut self,
+        q: &mut dyn DeviceQueue,
+        items_buf: Buf,
+        items: usize,
+        waiters: Vec<Waiter>,
+        hand: u64,
+        attempts: u32,
+    ) {
+        let len = self.geo.meta_block as usize;
+        let Some(mut b) = self.pool.alloc(len) else {
+            log::error!("{}: no pool buffer for a log block", self.name);
+            self.completed.extend(waiters);
+            self.fail(q);
+            return;
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let s = &mut b.as_mut_slice()[..len];
+        s.copy_from_slice(&items_buf[..len]);
+        LogBlock {
+            seq,
+            evict: self.durable.evict,
+            items,
+        }
+        .seal(self.guid, s);
+        let buf = b.freeze(len);
+        let tag = self.tag(TAG_LOG);
+        self.counters.l2_log_writes += 1;
+        self.counters.l2_log_write_bytes += len as u64;
+        let offset = self.geo.log_offset(seq);
+        self.writes.insert(
+            tag,
+            LogWrite {
+                seq,
+                buf: buf.clone(),
+                waiters,
+                hand,
+                attempts,
+            },
+        );
+        q.submit(tag, IoOp::Write { offset, buf });
+    }
+
+    fn log_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
+        let Some(w) = self.writes.remove(&c.tag) else {
+            if !self.failed {
+                log::error!("{}: unknown log write {:x}", self.name, c.tag);
+            }
+            return;
+        };
+        if let Err(e) = c.result {
+            self.counters.l2_log_write_errors += 1;
+            if w.attempts >= MAX_ATTEMPTS {
+                log::error!(
+                    "{}: log block write failed {MAX_ATTEMPTS} times ({e})",
+                    self.name
+                );
+                self.completed.extend(w.waiters);
+                self.fail(q);
+            } else {
+                log::warn!(
+                    "{}: log block write failed ({e}); writing it again",
+                    self.name
+                );
+                let items = LogBlock::open(&w.buf, self.guid).map_or(0, |b| b.items);
+                self.submit_block(q, w.buf, items, w.waiters, w.hand, w.attempts + 1);
+            }
+            return;
+        }
+        self.completed.extend(w.waiters);
+        self.completed_seq = self.completed_seq.max(w.seq);
+        self.completed_hand = self.completed_hand.max(w.hand);
+        // Nobody waits on this block: its entries still deserve a flush
+        // with the next one asked for.
+    }
+
+    fn flush_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
+        let Some(mut f) = self.flush.take() else {
+            if !self.failed {
+                log::error!("{}: unknown flush {:x}", self.name, c.tag);
+            }
+            return;
+        };
+        if let Err(e) = c.result {
+            self.counters.l2_log_write_errors += 1;
+            if f.attempts >= MAX_ATTEMPTS {
+                log::error!("{}: flush failed {MAX_ATTEMPTS} times ({e})", self.name);
+                self.completed.extend(f.waiters);
+                self.fail(q);
+            } else {
+                f.attempts += 1;
+                f.tag = self.tag(TAG_FLUSH);
+                q.submit(f.tag, IoOp::Flush);
+                self.flush = Some(f);
+            }
+            return;
+        }
+        self.durable.seq = self.durable.seq.max(f.seq);
+        self.durable.hand = self.durable.hand.max(f.hand);
+        self.resolve(f.waiters);
+    }
+
+    /// Waiters whose wait is over.
+    fn resolve(&mut self, waiters: Vec<Waiter>) {
+        let mut acks = Vec::new();
+        for w in waiters {
+            match w {
+                Waiter::Record { from, token } => acks.push((from, token)),
+                Waiter::Cycle if self.failed => self.events.push(Event::CycleSynced),
+                Waiter::Cycle => self.header_queue.push(HeaderWhy::Cycle),
+                Waiter::Fence(evict) => {
+                    self.durable.evict = self.durable.evict.max(evict);
+                    self.events.push(Event::Fenced);
+                }
+                Waiter::Close if self.failed => self.events.push(Event::Closed),
+                Waiter::Close => self.header_queue.push(HeaderWhy::Close),
+                Waiter::Closed => self.events.push(Event::Closed),
+            }
+        }
+        if !acks.is_empty() {
+            self.counters.l2_record_commits += 1;
+            self.events.push(Event::Durable(acks));
+        }
+    }
+
+    fn write_header(&mut self, q: &mut dyn DeviceQueue, why: HeaderWhy, attempts: u32) {
+        let len = self.geo.meta_block as usize;
+        let Some(mut b) = self.pool.alloc(len) else {
+            log::error!("{}: no pool buffer for the header", self.name);
+            self.header_failed(q, why, MAX_ATTEMPTS);
+            return;
+        };
+        let s = &mut b.as_mut_slice()[..len];
+        let offset = if why == HeaderWhy::Poison {
+            // Both copies zeroed: a restart finds a new device.
+            s.fill(0);
+            0
+        } else {
+            let d = self.durable;
+            let h = DeviceHeader {
+                generation: self.header.generation + 1,
+                compat: if why == HeaderWhy::Close {
+                    COMPAT_CLEAN
+                } else {
+                    0
+                },
+                hand: d.hand.max(self.header.hand),
+                evict: match why {
+                    HeaderWhy::Fence(e) => e.max(d.evict),
+                    _ => d.evict,
+                }
+                .max(d.hand.max(self.header.hand)),
+                newest_log: d.seq.max(self.header.newest_log),
+                next_write: self.next_write,
+                ..self.header
+            };
+            h.encode(s);
+            self.header = h;
+            self.geo.header_offset(h.generation)
+        };
+        let tag = self.tag(TAG_HEADER);
+        self.header_io = Some((tag, why, attempts));
+        self.counters.l2_header_writes += 1;
+        q.submit(
+            tag,
+            IoOp::Write {
+                offset,
+                buf: b.freeze(len),
+            },
+        );
+        if why == HeaderWhy::Poison {
+            // The second copy too; its completion is not waited for.
+            if let Some(mut b2) = self.pool.alloc(len) {
+                b2.as_mut_slice()[..len].fill(0);
+                let t2 = self.tag(TAG_HEADER);
+                q.submit(
+                    t2,
+                    IoOp::Write {
+                        offset: self.geo.header_offset(1),
+                        buf: b2.freeze(len),
+                    },
+                );
+            }
+        }
+    }
+
+    fn header_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
+        let Some((tag, why, attempts)) = self.header_io else {
+            return; // the second poison copy
+        };
+        if tag != c.tag {
+            return;
+        }
+        self.header_io = None;
+        if let Err(e) = c.result {
+            self.counters.l2_log_write_errors += 1;
+            log::warn!("{}: header write failed ({e})", self.name);
+            self.header_failed(q, why, attempts);
+            return;
+        }
+        match why {
+            HeaderWhy::Cycle => self.events.push(Event::CycleSynced),
+            // The header must be durable before the hand moves on.
+            HeaderWhy::Fence(e) => self.completed.push(Waiter::Fence(e)),
+            // Closed once the clean header is durable.
+            HeaderWhy::Close => self.completed.push(Waiter::Closed),
+            HeaderWhy::Poison => {}
+        }
+    }
+
+    fn header_failed(&mut self, q: &mut dyn DeviceQueue, why: HeaderWhy, attempts: u32) {
+        self.header_io = None;
+        if why == HeaderWhy::Poison {
+            log::error!(
+                "{}: could not zero the header either; format the device before its next use",
+                self.name
+            );
+            return;
+        }
+        if attempts >= MAX_ATTEMPTS {
+            log::error!("{}: header write failed {MAX_ATTEMPTS} times", self.name);
+            let w = match why {
+                HeaderWhy::Cycle => Waiter::Cycle,
+                HeaderWhy::Fence(e) => Waiter::Fence(e),
+                _ => Waiter::Close,
+            };
+            self.completed.push(w);
+            self.fail(q);
+        } else {
+            self.write_header(q, why, attempts + 1);
+        }
+    }
+
+    /// Gives the log up: zeroes the header copies (best effort), releases
+    /// every waiter, logs nothing more.
+    fn fail(&mut self, q: &mut dyn DeviceQueue) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        self.counters.l2_log_failures += 1;
+        log::error!(
+            "{}: its log is given up; the device will be started empty next time",
+            self.name
+        );
+        let mut all = std::mem::take(&mut self.open_waiters);
+        all.append(&mut self.completed);
+        all.append(&mut self.barrier);
+        for (_, w) in self.writes.drain() {
+            all.extend(w.waiters);
+        }
+        if let Some(f) = self.flush.take() {
+            all.extend(f.waiters);
+        }
+        // Header writes asked for, in flight or waiting, end too (a late
+        // completion of the one in flight is ignored).
+        let headers = self
+            .header_queue
+            .drain(..)
+            .chain(self.header_io.take().map(|h| h.1));
+        all.extend(headers.filter_map(|why| match why {
+            HeaderWhy::Cycle => Some(Waiter::Cycle),
+            HeaderWhy::Fence(e) => Some(Waiter::Fence(e)),
+            HeaderWhy::Close => Some(Waiter::Close),
+            HeaderWhy::Poison => None,
+        }));
+        self.open = None;
+        self.resolve(all);
+        self.header_queue = vec![HeaderWhy::Poison];
+        self.pump(q);
+    }
+}
