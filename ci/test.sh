@@ -48,9 +48,10 @@ done
 say "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path spdk-sys/Cargo.toml --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 say "shellcheck env/setup.sh and its tests"
-shellcheck env/setup.sh env/tests/setup_test.sh ci/test.sh
+shellcheck env/setup.sh env/tests/setup_test.sh ci/test.sh ci/fuzz.sh
 
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -72,5 +73,8 @@ fi
 
 say "loom model of the reactor ring (cfg loom, separate target dir)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p polarc --release --lib loom
+
+say "fuzz targets, briefly (ci/fuzz.sh 600 for a full run)"
+ci/fuzz.sh 10
 
 say "all checks passed"

@@ -64,21 +64,41 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> DeviceError {
 
 impl UringDevice {
     /// Opens `path`. A regular file is created or extended to
-    /// `opts.size`; a block device uses its whole size.
+    /// `opts.size`; a block device uses its whole size, and is opened
+    /// exclusively (`O_EXCL`): one that is mounted, or held by another
+    /// program or by a device-mapper, md or LVM volume, is refused. Under
+    /// `/dev`, only an existing block device is taken.
     pub fn open(path: &Path, opts: UringOptions) -> Result<Self, DeviceError> {
-        let is_blockdev = std::fs::metadata(path)
-            .map(|m| m.file_type().is_block_device())
-            .unwrap_or(false);
+        let meta = std::fs::metadata(path);
+        let is_blockdev = meta.as_ref().is_ok_and(|m| m.file_type().is_block_device());
+        if path.starts_with("/dev") && !is_blockdev {
+            let why = match &meta {
+                Err(_) => "no such device",
+                Ok(_) => "not a block device",
+            };
+            return Err(DeviceError::Unsupported(format!(
+                "{}: {why} (under /dev, uring: takes an existing block device; give a file path to use a file)",
+                path.display()
+            )));
+        }
         let open = |direct: bool| {
             let mut o = OpenOptions::new();
             o.read(true).write(true).create(!is_blockdev);
+            let mut flags = if is_blockdev { libc::O_EXCL } else { 0 };
             if direct {
-                o.custom_flags(libc::O_DIRECT);
+                flags |= libc::O_DIRECT;
             }
+            o.custom_flags(flags);
             o.open(path)
         };
         let (file, direct) = match (opts.direct, open(opts.direct)) {
             (_, Ok(f)) => (f, opts.direct),
+            (_, Err(e)) if is_blockdev && e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(DeviceError::Refused {
+                    device: path.display().to_string(),
+                    reason: "in use: mounted, or held by another program or by a device-mapper, md or LVM volume".into(),
+                });
+            }
             (true, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
                 log::warn!("{}: this filesystem refuses O_DIRECT; using buffered I/O (the page cache will hold a second copy)", path.display());
                 (open(false).map_err(|e| io_err("opening", path, e))?, false)
@@ -544,6 +564,61 @@ mod tests {
             e.to_string().contains("opening /nonexistent-dir/x.img"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dev_paths_must_be_existing_block_devices() {
+        for (p, why) in [
+            ("/dev/polarc-no-such-disk", "no such device"),
+            ("/dev/null", "not a block device"),
+        ] {
+            let e = UringDevice::open(Path::new(p), UringOptions::default()).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert!(
+                !Path::new("/dev/polarc-no-such-disk").exists(),
+                "nothing was created"
+            );
+        }
+    }
+
+    /// A block device held by another opener is refused; once released it
+    /// opens. Needs a loop device (root); says so when there is none.
+    #[test]
+    fn a_block_device_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("loop.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output();
+        let dev = match out {
+            Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
+            _ => {
+                println!("skipped: no loop device here (needs root and losetup)");
+                return;
+            }
+        };
+        let held = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(&dev)
+            .unwrap();
+        let e = UringDevice::open(Path::new(&dev), UringOptions::default()).unwrap_err();
+        drop(held);
+        let free = UringDevice::open(Path::new(&dev), UringOptions::default());
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &dev])
+            .status();
+        assert!(
+            matches!(e, DeviceError::Refused { .. }) && e.to_string().contains("in use"),
+            "{e}"
+        );
+        let free = free.unwrap();
+        assert_eq!(free.info().capacity, 16 << 20);
     }
 
     #[test]

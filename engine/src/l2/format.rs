@@ -489,6 +489,7 @@ mod hdr {
     pub const NEWEST_LOG: usize = 120;
     pub const NEWEST_SLOT: usize = 128;
     pub const NEXT_WRITE: usize = 136;
+    pub const RESERVED: usize = 144;
     pub const CHECKSUM: usize = 248;
 }
 
@@ -547,6 +548,9 @@ impl DeviceHeader {
         }
         if get_u32(b, hdr::USED) as usize != HEADER_BYTES {
             return Err(HeaderError::Corrupt("header length"));
+        }
+        if b[hdr::RESERVED..hdr::CHECKSUM].iter().any(|&x| x != 0) {
+            return Err(HeaderError::Corrupt("reserved bytes"));
         }
         let geometry = Geometry {
             capacity: get_u64(b, hdr::CAPACITY),
@@ -776,6 +780,7 @@ mod lb {
     pub const SEQ: usize = 32;
     pub const EVICT: usize = 40;
     pub const CHECKSUM: usize = 48;
+    pub const RESERVED: usize = 56;
 }
 
 /// The header of a parsed log block; its items follow in the same buffer.
@@ -823,9 +828,18 @@ impl LogBlock {
         if u128::from_le_bytes(buf[lb::GUID..lb::GUID + 16].try_into().expect("16 bytes")) != guid {
             return Err(LogError::OtherDevice);
         }
+        if buf[lb::FLAGS..lb::FLAGS + 2] != [0, 0] || get_u64(buf, lb::RESERVED) != 0 {
+            return Err(LogError::Corrupt("flags or reserved bytes"));
+        }
         let items = get_u32(buf, lb::ITEMS) as usize;
         if items > (buf.len() - LOG_HEADER_BYTES) / ITEM_BYTES {
             return Err(LogError::Corrupt("item count"));
+        }
+        if buf[LOG_HEADER_BYTES + items * ITEM_BYTES..]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            return Err(LogError::Corrupt("bytes after the last item"));
         }
         Ok(LogBlock {
             seq: get_u64(buf, lb::SEQ),
