@@ -64,12 +64,25 @@ pub struct JobReport {
     pub errors: u64,
     /// Bytes copied out.
     pub bytes: u64,
+    /// Reads of the first tenth of the job's operations served by the
+    /// ARC, L2 and the backing store (how warm the cache was at first).
+    pub first_tenth: [u64; 3],
     /// From the first poll to the last completion.
     pub elapsed: Duration,
     /// Latency in ns of reads served by the ARC, L2 and the backing
     /// store, when the spec asked for it.
     #[serde(skip)]
     pub latency: Option<Box<[hdrhistogram::Histogram<u64>; 3]>>,
+}
+
+/// The histogram and counter index of a read served by `source`: ARC, L2,
+/// backing store.
+fn class_of(source: crate::block::Source) -> usize {
+    match source {
+        crate::block::Source::Arc => 0,
+        crate::block::Source::L2 => 1,
+        crate::block::Source::Backing => 2,
+    }
 }
 
 pub(crate) struct Job {
@@ -128,13 +141,12 @@ impl Job {
 
     fn account(&mut self, tag: u64, o: Outcome) {
         self.report.ops += 1;
+        if let (true, Ok(Some(b))) = (self.report.ops * 10 <= self.spec.ops_per_reactor, &o) {
+            self.report.first_tenth[class_of(b.source())] += 1;
+        }
         if let (Some(h), Some(s), Ok(Some(b))) = (&mut self.report.latency, self.start, &o) {
-            let class = match b.source() {
-                crate::block::Source::Arc => 0,
-                crate::block::Source::L2 => 1,
-                crate::block::Source::Backing => 2,
-            };
-            let _ = h[class].record((s.elapsed().as_nanos() as u64).saturating_sub(tag));
+            let _ =
+                h[class_of(b.source())].record((s.elapsed().as_nanos() as u64).saturating_sub(tag));
         }
         match o {
             Ok(Some(b)) => {

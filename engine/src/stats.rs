@@ -57,6 +57,8 @@ pub struct ReactorStats {
     pub l2: L2Counters,
     /// L2 sizes of its shard.
     pub l2_sizes: L2Sizes,
+    /// L2 devices whose rebuild runs on this reactor now.
+    pub l2_rebuilding: u64,
 }
 
 /// A snapshot of the whole engine.
@@ -79,6 +81,9 @@ pub struct Stats {
     /// DRAM of L2 headers (`l2_hdr_size`): the L2-only tables plus the
     /// feeders' logs.
     pub l2_hdr_size: u64,
+    /// L2 devices whose rebuild from their log is still running (a gauge):
+    /// blocks not yet rebuilt are misses meanwhile.
+    pub l2_rebuilding: u64,
     /// DRAM per L2-only block: its table entry (24 B plus the table's
     /// slack) plus its 4-byte log entry. ZFS's L2-only header is 96 B.
     pub l2_hdr_bytes_per_block: f64,
@@ -204,6 +209,7 @@ impl Stats {
                 l2s.l2_only_table_bytes as f64 / l2s.l2_only_blocks as f64 + 4.0
             },
             l2_hit_ratio: ratio(l2.l2_hits, l2_looked),
+            l2_rebuilding: reactors.iter().map(|r| r.l2_rebuilding).sum(),
             overall_hit_ratio: ratio(arc.hits + l2.l2_hits.min(arc.misses), accesses),
             l2,
             l2_sizes: l2s,
@@ -316,6 +322,12 @@ impl Stats {
                 &[(None, v)],
             );
         }
+        emit(
+            "l2_rebuilding",
+            "gauge",
+            "L2 devices rebuilding from their log",
+            &[(None, self.l2_rebuilding as f64)],
+        );
         emit(
             "hit_ratio",
             "gauge",

@@ -73,6 +73,16 @@ pub struct Args {
     /// No L2 reads while the feeder writes (l2arc_norw).
     #[arg(long)]
     pub l2_norw: bool,
+    /// Start L2 devices empty instead of rebuilding what their log holds
+    /// (a device holding another program's data is still refused).
+    #[arg(long)]
+    pub l2_fresh: bool,
+    /// Format L2 devices whatever they hold, another program's data too.
+    #[arg(long)]
+    pub l2_overwrite: bool,
+    /// Keep no log on L2 devices: their blocks do not survive a restart.
+    #[arg(long)]
+    pub l2_no_persist: bool,
     /// Backing store: `sim:LATENCY` (e.g. sim:5ms), `sim:MIN-MAX` (uniform,
     /// e.g. sim:100us-2ms) or `file:PATH` (key i at offset i × value size).
     #[arg(long, default_value = "sim:200us")]

@@ -51,6 +51,9 @@ pub enum Error {
     /// The workload could not be run.
     #[error(transparent)]
     Workload(#[from] workload::Error),
+    /// The L2 devices' rebuild at start-up did not end in time.
+    #[error("the L2 rebuild did not end within {0:?}")]
+    RebuildTooLong(std::time::Duration),
     /// The feed benchmark's feeder did not finish.
     #[error("the feeder did not copy every block within 120 s")]
     FeedStalled,

@@ -42,6 +42,53 @@ pub struct HitRatio {
     pub arc: f64,
     /// Served by L2.
     pub l2: f64,
+    /// Served by the ARC or L2, over the reads of the first 10% of the
+    /// measured operations: how warm the cache was at first (after a
+    /// restart, what the L2's rebuild brought back).
+    pub first_10pct: Option<f64>,
+}
+
+/// What the L2 devices' rebuild brought back at start-up.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Rebuild {
+    /// Entries the shards took.
+    pub entries: u64,
+    /// Their logical bytes.
+    pub bytes: u64,
+    /// Wall time from the engine's start (its reactors start the
+    /// rebuilds) until every entry was applied by its shard.
+    pub seconds: f64,
+    /// `entries / seconds`.
+    pub entries_per_sec: f64,
+    /// Log blocks taken.
+    pub log_blocks: u64,
+    /// Bytes of log read.
+    pub log_bytes: u64,
+    /// Log read throughput of the rebuilds themselves (device time).
+    pub log_read_mib_per_sec: f64,
+    /// Devices rebuilt.
+    pub devices: u64,
+}
+
+impl Rebuild {
+    /// From the engine's counters after the rebuild, `seconds` after
+    /// start-up.
+    pub fn of(s: &Stats, seconds: f64) -> Rebuild {
+        let l2 = &s.l2;
+        let device_s = l2.l2_rebuild_ns as f64 / 1e9;
+        Rebuild {
+            entries: l2.l2_rebuild_kept,
+            bytes: l2.l2_rebuild_size,
+            seconds,
+            entries_per_sec: l2.l2_rebuild_kept as f64 / seconds.max(1e-9),
+            log_blocks: l2.l2_rebuild_log_blks,
+            log_bytes: l2.l2_rebuild_log_bytes,
+            log_read_mib_per_sec: l2.l2_rebuild_log_bytes as f64
+                / (1 << 20) as f64
+                / device_s.max(1e-9),
+            devices: l2.l2_rebuild_success,
+        }
+    }
 }
 
 /// Latency percentiles of one class, in µs.
@@ -86,6 +133,8 @@ pub struct Latencies {
     pub l2_hit: Latency,
     /// Reads served by the backing store.
     pub miss: Latency,
+    /// Other operations: inserts, invalidations, prefetches.
+    pub other: Latency,
 }
 
 /// One interval of the timeline.
@@ -158,12 +207,15 @@ pub struct Report {
 impl Report {
     /// A report from per-class latency histograms (ns). Operations are the
     /// recorded ones plus `errors`; `cpu` is the CPU seconds they took.
+    /// `first` counts the reads of the first 10% of the operations per
+    /// class, where the driver kept them.
     pub fn from_histograms(
         hist: &Histograms,
         errors: u64,
         seconds: f64,
         cpu: Option<f64>,
         timeline: Vec<Tick>,
+        first: Option<[u64; CLASSES]>,
     ) -> Result<Report, AdditionError> {
         let mut all = self::hist();
         for h in hist {
@@ -197,12 +249,17 @@ impl Report {
                 overall: share(hist[0].len() + hist[1].len()),
                 arc: share(hist[0].len()),
                 l2: share(hist[1].len()),
+                first_10pct: first.and_then(|f| {
+                    let reads = f[0] + f[1] + f[2];
+                    (reads > 0).then(|| (f[0] + f[1]) as f64 / reads as f64)
+                }),
             },
             latency_us: Latencies {
                 all: Latency::of(&all),
                 arc_hit: Latency::of(&hist[0]),
                 l2_hit: Latency::of(&hist[1]),
                 miss: Latency::of(&hist[2]),
+                other: Latency::of(&hist[3]),
             },
             errors,
             cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),

@@ -128,6 +128,7 @@ impl Core {
                 .as_ref()
                 .map_or_else(Default::default, |l2| l2.counters()),
             l2_sizes: self.shard.l2_sizes(),
+            l2_rebuilding: self.l2.as_ref().map_or(0, |l2| l2.rebuilding()),
         }
     }
 }

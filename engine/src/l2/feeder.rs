@@ -167,7 +167,7 @@ pub(crate) const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 /// queue holds beyond its feed writes.
 const META_DEPTH: usize = 16;
 /// Rebuild reads in flight.
-const REBUILD_DEPTH: usize = 8;
+const REBUILD_DEPTH: usize = 12;
 
 impl Feeder {
     /// The feeder of device `dev`, run by reactor `me`; opens its queue.
@@ -280,6 +280,11 @@ impl Feeder {
         for (hash, from, token) in std::mem::take(&mut self.records) {
             self.record(hash, from, token);
         }
+    }
+
+    /// True while its rebuild runs.
+    pub(crate) fn rebuilding(&self) -> bool {
+        self.phase == Phase::Rebuilding
     }
 
     /// True when nothing is in flight and no cycle is under way.

@@ -243,6 +243,8 @@ pub struct L2Counters {
     pub l2_rebuild_success: u64,
     /// Log blocks taken by rebuilds.
     pub l2_rebuild_log_blks: u64,
+    /// Bytes of log the rebuilds read.
+    pub l2_rebuild_log_bytes: u64,
     /// Entries rebuilt (sent to the shards).
     pub l2_rebuild_bufs: u64,
     /// Of which the shards kept: L2-only, or on a header.
@@ -304,6 +306,7 @@ impl L2Counters {
                 l2_record_commits,
                 l2_rebuild_success,
                 l2_rebuild_log_blks,
+                l2_rebuild_log_bytes,
                 l2_rebuild_bufs,
                 l2_rebuild_kept,
                 l2_rebuild_bufs_precached,
@@ -547,6 +550,7 @@ impl L2 {
                     }
                 }
             }
+            L2Msg::RebuildStart { entries, .. } => shard.l2_reserve(entries),
             L2Msg::Rebuilt { items, .. } => {
                 let a = shard.l2_rebuild(&items, &self.dead_since_start);
                 let c = &mut self.counters;
@@ -598,6 +602,11 @@ impl L2 {
         let reads = self.devs.iter_mut().map(|d| d.queue.tick(now));
         let feeds = self.feeders.iter_mut().map(|f| f.tick(now));
         reads.chain(feeds).fold(MAX_TICK, Duration::min)
+    }
+
+    /// Devices whose rebuild runs on this reactor now.
+    pub(crate) fn rebuilding(&self) -> u64 {
+        self.feeders.iter().filter(|f| f.rebuilding()).count() as u64
     }
 
     /// This reactor's L2 counters: its reads and its feeders.

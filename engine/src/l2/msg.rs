@@ -53,6 +53,9 @@ pub(crate) enum L2Msg {
     },
     /// Feeder → shard: the records of these tokens are durable on `dev`.
     Durable { dev: u8, tokens: Vec<u64> },
+    /// Feeder → shard: the rebuild of `dev` may bring up to `entries`
+    /// entries to this shard (room is made for them at once).
+    RebuildStart { dev: u8, entries: u64 },
     /// Feeder → shard: what the rebuild of `dev` found for this shard, in
     /// log order.
     Rebuilt { dev: u8, items: Vec<Rebuilt> },
@@ -73,6 +76,9 @@ impl std::fmt::Debug for L2Msg {
             L2Msg::Durable { dev, tokens } => write!(f, "L2Durable(dev {dev}, {})", tokens.len()),
             L2Msg::Rebuilt { dev, items } => write!(f, "L2Rebuilt(dev {dev}, {})", items.len()),
             L2Msg::RebuildDone { dev } => write!(f, "L2RebuildDone(dev {dev})"),
+            L2Msg::RebuildStart { dev, entries } => {
+                write!(f, "L2RebuildStart(dev {dev}, {entries})")
+            }
         }
     }
 }

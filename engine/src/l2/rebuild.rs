@@ -24,7 +24,7 @@ use crate::bufpool::{Buf, BufPool};
 use crate::device::{Completion, DeviceQueue, IoBuf, IoOp};
 use crate::shard::{shard_of, Rebuilt};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Rebuild reads carry this kind in their tag's top byte.
 pub(crate) const TAG_REBUILD: u64 = 4;
@@ -81,8 +81,10 @@ pub(crate) struct Rebuild {
     chunk_blocks: u64,
     depth: usize,
     stage: Stage,
-    /// FindNewest: the sequence number the next block must carry.
+    /// FindNewest: the sequence number the next block must carry, and
+    /// whether the newest block is found.
     expected: u64,
+    found_newest: bool,
     newest: u64,
     evict: u64,
     /// Stream: the slot ranges to read, in order, and where we are.
@@ -97,7 +99,9 @@ pub(crate) struct Rebuild {
     current: Option<CurrentWrite>,
     hand: u64,
     max_write_seq: u64,
-    started: Instant,
+    /// Set at the first poll: the reactor may start some time after the
+    /// rebuild is set up.
+    started: Option<Instant>,
     /// `l2_rebuild_*` counters.
     pub counters: L2Counters,
 }
@@ -128,6 +132,7 @@ impl Rebuild {
             depth: depth.max(1),
             stage: Stage::FindNewest,
             expected: header.newest_log + 1,
+            found_newest: false,
             newest: header.newest_log,
             evict: header.evict,
             chunks: Vec::new(),
@@ -141,7 +146,7 @@ impl Rebuild {
             current: None,
             hand: header.hand,
             max_write_seq: 0,
-            started: Instant::now(),
+            started: None,
             counters: L2Counters::default(),
             header,
         }
@@ -154,6 +159,10 @@ impl Rebuild {
         pool: &BufPool,
         link: &dyn L2Link,
     ) -> Option<Resumed> {
+        self.started.get_or_insert_with(Instant::now);
+        if self.found_newest && self.stage == Stage::FindNewest {
+            self.start_stream(link);
+        }
         match self.stage {
             Stage::FindNewest if self.reads.is_empty() => {
                 let slot = self.expected % self.geo.log_blocks;
@@ -214,6 +223,7 @@ impl Rebuild {
         let data = match (c.result, c.buf) {
             (Ok(()), IoBuf::Read(b)) => {
                 let len = b.capacity();
+                self.counters.l2_rebuild_log_bytes += len as u64;
                 Some(b.freeze(len))
             }
             (Err(e), _) => {
@@ -258,14 +268,29 @@ impl Rebuild {
         }
         // Never more than one lap of the log.
         if !more || self.expected > self.header.newest_log + self.geo.log_blocks {
-            self.start_stream();
+            self.found_newest = true;
         }
     }
 
-    fn start_stream(&mut self) {
+    fn start_stream(&mut self, link: &dyn L2Link) {
         if self.newest == 0 {
             self.stage = Stage::Done;
             return;
+        }
+        // At most a full log of entries, spread over the shards: the
+        // L2-only tables grow to about that anyway as the device fills, and
+        // growing them item by item took a third of a rebuild.
+        let blocks = self.newest.min(self.geo.log_blocks);
+        let per_shard = blocks * self.geo.items_per_log_block() as u64 / self.shards as u64;
+        self.stage = Stage::Stream;
+        for s in 0..self.shards {
+            link.send(
+                s,
+                L2Msg::RebuildStart {
+                    dev: self.dev,
+                    entries: per_shard,
+                },
+            );
         }
         let l = self.geo.log_blocks;
         let mut pos = (self.newest + 1) % l;
@@ -276,7 +301,6 @@ impl Rebuild {
             pos = (pos + n) % l;
             left -= n;
         }
-        self.stage = Stage::Stream;
     }
 
     /// The blocks of slots `slot..slot + n`, in order.
@@ -413,14 +437,15 @@ impl Rebuild {
             link.send(s, L2Msg::RebuildDone { dev: self.dev });
         }
         self.stage = Stage::Done;
+        let took = self.started.map_or(Duration::ZERO, |t| t.elapsed());
         self.counters.l2_rebuild_success += 1;
-        self.counters.l2_rebuild_ns += self.started.elapsed().as_nanos() as u64;
+        self.counters.l2_rebuild_ns += took.as_nanos() as u64;
         log::info!(
             "{}: rebuilt {} entries from {} log blocks in {:.3} s",
             self.name,
             self.counters.l2_rebuild_bufs,
             self.counters.l2_rebuild_log_blks,
-            self.started.elapsed().as_secs_f64()
+            took.as_secs_f64()
         );
         Resumed {
             hand: self.hand,

@@ -416,7 +416,7 @@ impl<T> Shard<T> {
         for item in items {
             match *item {
                 Rebuilt::Entry(hash, loc) => {
-                    if dead.contains(&hash) {
+                    if !dead.is_empty() && dead.contains(&hash) {
                         out.stale += 1;
                         continue;
                     }
@@ -460,6 +460,12 @@ impl<T> Shard<T> {
             }
         }
         out
+    }
+
+    /// Makes room in the L2-only table for `entries` more.
+    pub fn l2_reserve(&mut self, entries: u64) {
+        let n = usize::try_from(entries).unwrap_or(usize::MAX);
+        self.l2only.reserve(n, |e| table_hash(e.hash));
     }
 
     /// The header of the key whose hash is `hash`, if the table has one.

@@ -7,7 +7,7 @@ use polarc::{Engine, EngineBuilder, Stats};
 use polarc_perf::cli::Args;
 use polarc_perf::devices::{self, OpenOptions};
 use polarc_perf::plot;
-use polarc_perf::report::Report;
+use polarc_perf::report::{Rebuild, Report};
 use polarc_perf::workload::Workload;
 use std::sync::Arc;
 
@@ -30,6 +30,8 @@ pub struct L2 {
     guards: Vec<Box<dyn std::any::Any + Send>>,
     /// `--l2 auto`'s directory.
     temp: Option<tempfile::TempDir>,
+    /// What the devices' rebuild brought back at start-up.
+    pub rebuild: Option<Rebuild>,
 }
 
 impl L2 {
@@ -44,6 +46,7 @@ impl L2 {
             trids: vec![],
             guards: vec![],
             temp: None,
+            rebuild: None,
         };
         for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
             let spec = if spec == "auto" {
@@ -98,6 +101,14 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
             compress: !a.l2_no_compress,
             mfuonly: a.l2_mfuonly,
             norw: a.l2_norw,
+            persistent: !a.l2_no_persist,
+            start: if a.l2_overwrite {
+                polarc::l2::L2Start::Overwrite
+            } else if a.l2_fresh {
+                polarc::l2::L2Start::Fresh
+            } else {
+                polarc::l2::L2Start::Resume
+            },
             write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
             ..polarc::L2Config::default()
         })
@@ -115,10 +126,14 @@ pub fn build(a: &Args, mut b: EngineBuilder, l2: &mut L2) -> Result<Engine, Erro
     if let Some(c) = &a.cores {
         b = b.cores(c.0.clone());
     }
+    let with_l2 = !l2.devices.is_empty();
     for d in l2.devices.drain(..) {
         b = b.l2_device_arc(d);
     }
     let e = b.build()?;
+    if with_l2 {
+        l2.rebuild = wait_for_rebuild(&e)?;
+    }
     let s0 = e.stats();
     if !s0.pool.hugepages {
         l2.notes
@@ -138,6 +153,40 @@ pub fn build(a: &Args, mut b: EngineBuilder, l2: &mut L2) -> Result<Engine, Erro
         e.backing_description()
     );
     Ok(e)
+}
+
+/// Waits until the L2 devices' rebuilds are over (measurements start on
+/// what they brought back); `None` when no device had a log to rebuild.
+/// The rebuilds start with the reactors; their time runs from the engine's
+/// start to the snapshot that shows every entry applied by its shard.
+fn wait_for_rebuild(e: &Engine) -> Result<Option<Rebuild>, Error> {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+    let started = std::time::Instant::now();
+    let mut s = e.stats();
+    while s.l2_rebuilding > 0 {
+        if started.elapsed() > LIMIT {
+            return Err(Error::RebuildTooLong(LIMIT));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        s = e.stats();
+    }
+    if s.l2.l2_rebuild_success == 0 {
+        return Ok(None);
+    }
+    // Once more: the shards apply what the rebuilds sent in order.
+    let s = e.stats();
+    let r = Rebuild::of(&s, started.elapsed().as_secs_f64());
+    println!(
+        "L2 rebuild: {} entries ({} MiB) from {} log blocks ({} MiB) in {:.3} s: {:.0} entries/s; log read at {:.0} MiB/s",
+        r.entries,
+        r.bytes >> 20,
+        r.log_blocks,
+        r.log_bytes >> 20,
+        r.seconds,
+        r.entries_per_sec,
+        r.log_read_mib_per_sec
+    );
+    Ok(Some(r))
 }
 
 /// `items` joined with `sep`, or `empty`.
@@ -166,6 +215,7 @@ pub fn finish(
         trids,
         guards,
         temp,
+        rebuild,
         ..
     } = l2;
     drop(temp);
@@ -185,7 +235,7 @@ pub fn finish(
     if let Some(path) = &a.json {
         output::write_json(
             path,
-            &output::report_json(a, w, r, &notes, stats, comparisons),
+            &output::report_json(a, w, r, &notes, stats, comparisons, rebuild.as_ref()),
         )?;
     }
     Ok(())

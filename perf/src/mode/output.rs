@@ -5,19 +5,21 @@ use crate::error::Error;
 use polarc::Stats;
 use polarc_perf::cli::Args;
 use polarc_perf::procfs;
-use polarc_perf::report::{Latencies, Report};
+use polarc_perf::report::{Latencies, Rebuild, Report};
 use polarc_perf::workload::Workload;
 
 /// The latency table: one row per class, named by `names` (all, memory
 /// tier hits, disk tier hits, misses). Both engines print it.
-pub fn print_latencies(l: &Latencies, names: [&str; 4]) {
+pub fn print_latencies(l: &Latencies, names: [&str; 5]) {
     println!(
         "{:<11}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
         "latency", "count", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
     );
     for (name, c) in names
         .into_iter()
-        .zip([&l.all, &l.arc_hit, &l.l2_hit, &l.miss])
+        .zip([&l.all, &l.arc_hit, &l.l2_hit, &l.miss, &l.other])
+        // The other operations only where the mix has some.
+        .filter(|(_, c)| c.count > 0 || !std::ptr::eq(*c, &l.other))
     {
         println!(
             "{name:<11}{:>10}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12.1}",
@@ -34,6 +36,9 @@ pub fn print_report(r: &Report, s: &Stats) {
         "\nops/s {:.0}   hit ratio: overall {:.4}, ARC {:.4}, L2 {:.4}   errors {}",
         r.ops_per_sec, h.overall, h.arc, h.l2, r.errors
     );
+    if let Some(f) = h.first_10pct {
+        println!("hit ratio of the first 10% of measured operations: {f:.4}");
+    }
     if let Some(c) = r.cpu_seconds_per_op {
         print!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
     }
@@ -41,7 +46,10 @@ pub fn print_report(r: &Report, s: &Stats) {
         print!("   peak RSS: {} MiB", rss >> 20);
     }
     println!();
-    print_latencies(&r.latency_us, ["all", "ARC hit", "L2 hit", "miss"]);
+    print_latencies(
+        &r.latency_us,
+        ["all", "ARC hit", "L2 hit", "miss", "other ops"],
+    );
     println!(
         "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
         s.sizes.p / (1 << 20) as f64,
@@ -103,6 +111,7 @@ pub fn report_json(
     notes: &[String],
     stats: &Stats,
     c: Comparisons,
+    rebuild: Option<&Rebuild>,
 ) -> serde_json::Value {
     let z = &stats.l2_sizes;
     serde_json::json!({
@@ -116,6 +125,7 @@ pub fn report_json(
         "ops_per_sec": r.ops_per_sec,
         "errors": r.errors,
         "hit_ratio": r.hit_ratio,
+        "rebuild": rebuild,
         "latency_us": r.latency_us,
         "device": r.device,
         "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },

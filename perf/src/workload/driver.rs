@@ -63,7 +63,11 @@ pub fn replay(
     let mut counts = [0u64; CLASSES];
     let mut last = (start, counts);
     let total = trace.len() as u64;
+    let mut first = None;
     for (n, a) in trace.iter().enumerate() {
+        if n as u64 == total / 10 {
+            first = Some(counts);
+        }
         sizes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,7 +92,7 @@ pub fn replay(
     }
     timeline.push(Tick::between(start, last, (Instant::now(), counts)));
     progress("replay", total, total);
-    m.finish(e, &hist, errors, timeline, None)
+    m.finish(e, &hist, errors, timeline, None, first)
 }
 
 fn warm_up(e: &Engine, w: &Workload, progress: OnProgress<'_>) -> Result<(), Error> {
@@ -98,7 +102,7 @@ fn warm_up(e: &Engine, w: &Workload, progress: OnProgress<'_>) -> Result<(), Err
         } else {
             Kind::Random
         };
-        phase(
+        let _ = phase(
             e,
             Plan::new(w, kind)?,
             Until::Ops(w.warmup_ops),
@@ -139,7 +143,7 @@ fn measure_clients(
         None => (Until::Ops(w.ops), w.ops),
     };
     let timed = w.duration.is_some();
-    let (errors, hist, timeline) = phase(
+    let (errors, hist, timeline, first) = phase(
         e,
         plan,
         until,
@@ -153,7 +157,7 @@ fn measure_clients(
         },
         Some(w.timeline_interval),
     )?;
-    m.finish(e, &hist, errors, timeline, None)
+    m.finish(e, &hist, errors, timeline, None, Some(first))
 }
 
 fn measure_in_reactor(
@@ -191,9 +195,15 @@ fn measure_in_reactor(
             }
         }
     }
+    let mut first = [0u64; CLASSES];
+    for r in &reports {
+        for (f, n) in first.iter_mut().zip(r.first_tenth) {
+            *f += n;
+        }
+    }
     // Every read the jobs completed has its latency recorded, so the
     // report's count (recorded + errors) is the jobs' count.
-    m.finish(e, &hist, errors, vec![], Some(seconds))
+    m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))
 }
 
 /// What a measured phase starts from: engine counters, wall time, CPU.
@@ -221,11 +231,12 @@ impl Measure {
         errors: u64,
         timeline: Vec<Tick>,
         seconds: Option<f64>,
+        first: Option<[u64; CLASSES]>,
     ) -> Result<(Report, Stats), Error> {
         let seconds = seconds.unwrap_or_else(|| self.start.elapsed().as_secs_f64());
         let cpu = cpu_seconds().zip(self.cpu0).map(|(b, a)| b - a);
         let after = e.stats();
-        let mut r = Report::from_histograms(hist, errors, seconds, cpu, timeline)?;
+        let mut r = Report::from_histograms(hist, errors, seconds, cpu, timeline, first)?;
         r.device = Device::between(&self.before, &after, seconds);
         Ok((r, after))
     }
@@ -291,7 +302,8 @@ enum Until {
 }
 
 /// Runs one phase from client threads. Returns (errors, histograms of
-/// ARC hits, L2 hits, misses and other ops in ns, timeline).
+/// ARC hits, L2 hits, misses and other ops in ns, timeline, operations
+/// per class in each client's first tenth).
 fn phase(
     e: &Engine,
     plan: Plan,
@@ -299,26 +311,31 @@ fn phase(
     seed: u64,
     progress: &dyn Fn(u64),
     tick: Option<Duration>,
-) -> Result<(u64, Histograms, Vec<Tick>), Error> {
+) -> Result<(u64, Histograms, Vec<Tick>, [u64; CLASSES]), Error> {
     let plan = Arc::new(plan);
     let live = Arc::new(Live::default());
+    let started = Instant::now();
     let handles: Vec<_> = (0..plan.w.clients)
         .map(|c| {
             let (e, plan, live) = (e.clone(), plan.clone(), live.clone());
-            std::thread::spawn(move || client(&e, &plan, &live, c as u64, until, seed))
+            std::thread::spawn(move || client(&e, &plan, &live, c as u64, until, seed, started))
         })
         .collect();
     let timeline = watch(&handles, &live, progress, tick);
     let mut total = histograms();
     let mut errors = 0;
+    let mut first = [0u64; CLASSES];
     for h in handles {
-        let (e, hist) = h.join().map_err(|_| Error::ClientPanicked)?;
+        let (e, hist, f) = h.join().map_err(|_| Error::ClientPanicked)?;
         errors += e;
         for (t, h) in total.iter_mut().zip(hist) {
             t.add(h)?;
         }
+        for (t, n) in first.iter_mut().zip(f) {
+            *t += n;
+        }
     }
-    Ok((errors, total, timeline))
+    Ok((errors, total, timeline, first))
 }
 
 /// Samples the clients' counters until they finish: progress every
@@ -401,7 +418,8 @@ impl Pending {
 }
 
 /// One client thread of a phase: keeps `queue_depth` operations in flight
-/// until the phase's end. Returns (errors, histograms).
+/// until the phase's end. Returns (errors, histograms, operations per class
+/// in its first tenth: by count, or by time for a timed phase).
 fn client(
     e: &Engine,
     plan: &Plan,
@@ -409,7 +427,8 @@ fn client(
     c: u64,
     until: Until,
     seed: u64,
-) -> (u64, Histograms) {
+    started: Instant,
+) -> (u64, Histograms, [u64; CLASSES]) {
     let w = &plan.w;
     let per_client = match until {
         Until::Ops(n) => n.div_ceil(w.clients as u64),
@@ -419,6 +438,8 @@ fn client(
         Until::Time(t) => Some(t),
         Until::Ops(_) => None,
     };
+    let first_until = deadline.map(|d| started + (d - started) / 10);
+    let mut first = [0u64; CLASSES];
     let mut rng = SmallRng::seed_from_u64(seed + c);
     let mut hist = histograms();
     let mut errors = 0;
@@ -454,6 +475,13 @@ fn client(
                 Some(c) => {
                     let _ = hist[c].record(t.elapsed().as_nanos() as u64);
                     live.done[c].fetch_add(1, Relaxed);
+                    let in_first = match first_until {
+                        Some(u) => Instant::now() < u,
+                        None => completed * 10 <= per_client,
+                    };
+                    if in_first {
+                        first[c] += 1;
+                    }
                 }
                 None => errors += 1,
             }
@@ -469,5 +497,5 @@ fn client(
             idle = 0;
         }
     }
-    (errors, hist)
+    (errors, hist, first)
 }

@@ -133,7 +133,7 @@ pub fn run(a: &Args) -> Result<(), Error> {
             "disk_read_ios": st.disk_read_ios(), "disk_read_bytes": st.disk_read_bytes(),
             "disk_write_ios": st.disk_write_ios(), "disk_write_bytes": st.disk_write_bytes(),
         });
-        let r = Report::from_histograms(&hist, errors, seconds, cpu, timeline)?;
+        let r = Report::from_histograms(&hist, errors, seconds, cpu, timeline, None)?;
         cache.close().await?;
         Ok::<_, PeerError>((r, disk))
     })?;
@@ -145,7 +145,7 @@ pub fn run(a: &Args) -> Result<(), Error> {
     );
     output::print_latencies(
         &report.latency_us,
-        ["all", "memory hit", "disk hit", "miss"],
+        ["all", "memory hit", "disk hit", "miss", "other ops"],
     );
     if let Some(p) = &a.plot {
         plot::draw(p, &report, "foyer").map_err(PeerError::Plot)?;
