@@ -385,3 +385,51 @@ fn a_power_cut_at_any_moment_serves_nothing_stale_or_torn() {
     assert!(cut.pending > 0 && cut.torn > 0, "{cut:?}");
     assert!(rebuilt_entries > 0 && l2_reads > 0);
 }
+
+/// Invalidations by the thousand while the feeder writes 1 MiB batches
+/// (three log blocks each): every one is recorded and acknowledged, and the
+/// device's log is never given up. (The log once submitted every full block
+/// at once and took a full queue for a failed write.)
+#[test]
+fn heavy_invalidation_while_feeding_keeps_the_log() {
+    // Slow writes: log blocks full of records pile up behind them.
+    let slow = polarc::device::faulty::FaultConfig {
+        write_latency: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let dev =
+        polarc::device::faulty::FaultyDevice::new(MemDevice::new(256 << 20, 512).unwrap(), slow)
+            .unwrap();
+    let (b, _) = fixtures::l2_engine(dev);
+    let e = b
+        .l2_config(L2Config {
+            write_size: 1 << 20,
+            ..fixtures::fast_feed()
+        })
+        .build()
+        .unwrap();
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let pending: Vec<_> = (0..20_000u64)
+                    .map(|i| {
+                        e.read(&index(i * 2 + t)).unwrap();
+                        e.invalidate_async(&index(i * 2 + t))
+                    })
+                    .collect();
+                for p in pending {
+                    polarc::OpFuture::wait(p).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = e.stats();
+    println!("{:?}", s.l2);
+    assert_eq!(s.l2.l2_log_failures, 0);
+    assert_eq!(s.l2.l2_records, s.requests.invalidate_requests);
+    e.shutdown().unwrap();
+}

@@ -129,6 +129,44 @@ mod with_spdk {
         assert_eq!(s.l2.l2_free_on_write, s.l2.l2_writes_sent);
     }
 
+    /// The persistent L2 over SPDK: a second engine on the same namespace
+    /// rebuilds from its log (flushes and header writes through the NVMe
+    /// driver) and serves its blocks from L2.
+    #[test]
+    fn a_restarted_engine_rebuilds_from_the_namespace() {
+        let t = target(64);
+        let n = 3000u64;
+        let blocks = {
+            let (e, _) = engine(connect(&t));
+            for _ in 0..3 {
+                pass(&e, n);
+                common::settle_l2(&e);
+            }
+            e.shutdown().unwrap();
+            e.stats().l2_sizes.l2_blocks
+        };
+        let (e, reads) = engine(connect(&t));
+        let t0 = std::time::Instant::now();
+        while e.stats().l2_rebuilding > 0 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no rebuild");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = e.stats();
+        println!("{blocks} blocks before; rebuilt {:?}", s.l2_sizes);
+        assert_eq!(s.l2.l2_rebuild_success, 1);
+        assert!(s.l2_sizes.l2_blocks as f64 >= 0.999 * blocks as f64);
+        pass(&e, n);
+        let s = e.stats();
+        assert!(
+            s.l2.l2_hits >= blocks * 99 / 100,
+            "{} L2 hits",
+            s.l2.l2_hits
+        );
+        assert!(reads.load(Ordering::Relaxed) <= n - blocks * 99 / 100);
+        assert_eq!(s.l2.l2_cksum_bad + s.l2.l2_io_error, 0);
+        e.shutdown().unwrap();
+    }
+
     const KEEP_ALIVE_MS: u32 = 10_000;
     const IDLE_MS: u64 = 25_000;
 

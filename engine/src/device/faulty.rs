@@ -113,6 +113,7 @@ impl<D: BlockDevice> BlockDevice for FaultyDevice<D> {
             torn: HashMap::new(),
             held: VecDeque::new(),
             bit_flip_reads: HashMap::new(),
+            depth,
         }))
     }
 }
@@ -132,6 +133,9 @@ struct FaultyQueue {
     held: VecDeque<(Instant, Completion)>,
     /// Reads that will get a bit flipped: tag → length read.
     bit_flip_reads: HashMap<u64, u64>,
+    /// The depth asked for: a request held back for latency still counts,
+    /// as on a real device.
+    depth: usize,
 }
 
 impl FaultyQueue {
@@ -148,6 +152,15 @@ impl FaultyQueue {
 
 impl DeviceQueue for FaultyQueue {
     fn submit(&mut self, tag: u64, op: IoOp) {
+        if self.in_flight() >= self.depth {
+            let depth = self.depth;
+            self.injected.push_back(Completion::failed(
+                tag,
+                op,
+                DeviceError::QueueFull { depth },
+            ));
+            return;
+        }
         let c = &self.config;
         match op {
             IoOp::Read { offset, len, buf } => {

@@ -395,6 +395,9 @@ impl Feeder {
                 }
             }
         }
+        // I/O submitted above completes without a message: the reactor
+        // must not park while any is in flight.
+        out.busy |= self.queue.in_flight() > 0;
         out
     }
 

@@ -26,12 +26,15 @@ use super::format::{
 };
 use super::L2Counters;
 use crate::bufpool::{Buf, BufMut, BufPool};
-use crate::device::{Completion, DeviceQueue, IoOp};
-use std::collections::HashMap;
+use crate::device::{Completion, DeviceError, DeviceQueue, IoOp};
+use std::collections::{HashMap, VecDeque};
 
 /// Attempts of one log block write, flush or header write before the
 /// device's log is given up.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
+/// Log block writes in flight at most: the feeder's data writes share the
+/// queue.
+const LOG_WRITES_IN_FLIGHT: usize = 4;
 
 /// Requests of the journal on the feeder's queue carry this in their tag's
 /// top byte.
@@ -121,6 +124,8 @@ pub(crate) struct Journal {
     /// start of the next block when they spill over.
     open_write: Option<LogItem>,
     next_seq: u64,
+    /// Sealed blocks waiting to be written, in sequence order.
+    sealed: VecDeque<LogWrite>,
     writes: HashMap<u64, LogWrite>,
     /// Waiters whose log blocks completed, for the next flush.
     completed: Vec<Waiter>,
@@ -165,6 +170,7 @@ impl Journal {
             open_hand: 0,
             open_write: None,
             next_seq: next_seq.max(1),
+            sealed: VecDeque::new(),
             writes: HashMap::new(),
             completed: Vec::new(),
             completed_seq: 0,
@@ -184,6 +190,7 @@ impl Journal {
     /// True when nothing is in flight or waiting.
     pub(crate) fn idle(&self) -> bool {
         self.writes.is_empty()
+            && self.sealed.is_empty()
             && self.flush.is_none()
             && self.header_io.is_none()
             && self.header_queue.is_empty()
@@ -282,12 +289,18 @@ impl Journal {
             }
             return;
         }
-        // Group commit: while a flush is in flight, records gather.
+        // Group commit: while one commit (a waited-on block's write, then
+        // its flush) is under way, records gather in the open block.
         let waited_on = !self.open_waiters.is_empty() || !self.barrier.is_empty();
-        if waited_on && self.flush.is_none() && self.open.is_some() {
+        if waited_on && !self.committing() && self.open.is_some() {
             self.seal(q);
         }
-        if !self.barrier.is_empty() && self.open.is_none() && self.writes.is_empty() {
+        self.submit_sealed(q);
+        if !self.barrier.is_empty()
+            && self.open.is_none()
+            && self.sealed.is_empty()
+            && self.writes.is_empty()
+        {
             let b = std::mem::take(&mut self.barrier);
             self.completed.extend(b);
         }
@@ -353,95 +366,98 @@ impl Journal {
         *n += 1;
     }
 
-    /// Seals the open block and submits its write.
-    fn seal(&mut self, q: &mut dyn DeviceQueue) {
-        let Some((b, n)) = self.open.take() else {
-            return;
-        };
-        let len = self.geo.meta_block as usize;
-        let buf = b.freeze(len);
-        let waiters = std::mem::take(&mut self.open_waiters);
-        let hand = std::mem::take(&mut self.open_hand);
-        self.submit_block(q, buf, n, waiters, hand, 1);
+    /// True while a commit is under way: a block someone waits on is
+    /// sealed or being written, or waits for its flush.
+    fn committing(&self) -> bool {
+        self.flush.is_some()
+            || !self.completed.is_empty()
+            || self.sealed.iter().any(|w| !w.waiters.is_empty())
+            || self.writes.values().any(|w| !w.waiters.is_empty())
     }
 
-    /// Writes a log block (items already in `items_buf`) under the next
-    /// sequence number.
-    fn submit_block(
-        &mut self,
-        q: &mut dyn DeviceQueue,
-        items_buf: Buf,
-        items: usize,
-        waiters: Vec<Waiter>,
-        hand: u64,
-        attempts: u32,
-    ) {
-        let len = self.geo.meta_block as usize;
-        let Some(mut b) = self.pool.alloc(len) else {
-            log::error!("{}: no pool buffer for a log block", self.name);
-            self.completed.extend(waiters);
-            self.fail(q);
+    /// Seals the open block under the next sequence number (the order
+    /// of its contents), to be written by [`Journal::pump`].
+    fn seal(&mut self, q: &mut dyn DeviceQueue) {
+        let Some((mut b, n)) = self.open.take() else {
             return;
         };
+        let len = self.geo.meta_block as usize;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let s = &mut b.as_mut_slice()[..len];
-        s.copy_from_slice(&items_buf[..len]);
         LogBlock {
             seq,
             evict: self.durable.evict,
-            items,
+            items: n,
         }
-        .seal(self.guid, s);
-        let buf = b.freeze(len);
-        let tag = self.tag(TAG_LOG);
-        self.counters.l2_log_writes += 1;
-        self.counters.l2_log_write_bytes += len as u64;
-        let offset = self.geo.log_offset(seq);
-        self.writes.insert(
-            tag,
-            LogWrite {
-                seq,
-                buf: buf.clone(),
-                waiters,
-                hand,
-                attempts,
-            },
-        );
-        q.submit(tag, IoOp::Write { offset, buf });
+        .seal(self.guid, &mut b.as_mut_slice()[..len]);
+        self.sealed.push_back(LogWrite {
+            seq,
+            buf: b.freeze(len),
+            waiters: std::mem::take(&mut self.open_waiters),
+            hand: std::mem::take(&mut self.open_hand),
+            attempts: 0,
+        });
+        self.submit_sealed(q);
+    }
+
+    /// Writes sealed blocks, at most [`LOG_WRITES_IN_FLIGHT`] at a time.
+    fn submit_sealed(&mut self, q: &mut dyn DeviceQueue) {
+        while self.writes.len() < LOG_WRITES_IN_FLIGHT {
+            let Some(mut w) = self.sealed.pop_front() else {
+                return;
+            };
+            w.attempts += 1;
+            let tag = self.tag(TAG_LOG);
+            let (offset, buf) = (self.geo.log_offset(w.seq), w.buf.clone());
+            self.counters.l2_log_writes += 1;
+            self.counters.l2_log_write_bytes += buf.len() as u64;
+            self.writes.insert(tag, w);
+            q.submit(tag, IoOp::Write { offset, buf });
+        }
     }
 
     fn log_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
-        let Some(w) = self.writes.remove(&c.tag) else {
+        let Some(mut w) = self.writes.remove(&c.tag) else {
             if !self.failed {
                 log::error!("{}: unknown log write {:x}", self.name, c.tag);
             }
             return;
         };
-        if let Err(e) = c.result {
-            self.counters.l2_log_write_errors += 1;
-            if w.attempts >= MAX_ATTEMPTS {
+        match c.result {
+            Ok(()) => {
+                self.completed.extend(w.waiters);
+                self.completed_seq = self.completed_seq.max(w.seq);
+                self.completed_hand = self.completed_hand.max(w.hand);
+                // Nobody may wait on this block: its entries still go
+                // with the next flush asked for.
+            }
+            // A full queue is no failure: try again soon.
+            Err(DeviceError::QueueFull { .. }) => {
+                w.attempts -= 1;
+                self.sealed.push_front(w);
+            }
+            Err(e) if w.attempts >= MAX_ATTEMPTS => {
+                self.counters.l2_log_write_errors += 1;
                 log::error!(
                     "{}: log block write failed {MAX_ATTEMPTS} times ({e})",
                     self.name
                 );
                 self.completed.extend(w.waiters);
                 self.fail(q);
-            } else {
+            }
+            Err(e) => {
+                // Written again under the same sequence number: a failed
+                // write vouched for nothing, and a later number would put
+                // its items after records that came later.
+                self.counters.l2_log_write_errors += 1;
                 log::warn!(
                     "{}: log block write failed ({e}); writing it again",
                     self.name
                 );
-                let items = LogBlock::open(&w.buf, self.guid).map_or(0, |b| b.items);
-                self.submit_block(q, w.buf, items, w.waiters, w.hand, w.attempts + 1);
+                self.sealed.push_front(w);
             }
-            return;
         }
-        self.completed.extend(w.waiters);
-        self.completed_seq = self.completed_seq.max(w.seq);
-        self.completed_hand = self.completed_hand.max(w.hand);
-        // Nobody waits on this block: its entries still deserve a flush
-        // with the next one asked for.
+        self.submit_sealed(q);
     }
 
     fn flush_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
@@ -452,13 +468,15 @@ impl Journal {
             return;
         };
         if let Err(e) = c.result {
-            self.counters.l2_log_write_errors += 1;
-            if f.attempts >= MAX_ATTEMPTS {
+            let full = matches!(e, DeviceError::QueueFull { .. });
+            self.counters.l2_log_write_errors += u64::from(!full);
+            if !full && f.attempts >= MAX_ATTEMPTS {
                 log::error!("{}: flush failed {MAX_ATTEMPTS} times ({e})", self.name);
                 self.completed.extend(f.waiters);
                 self.fail(q);
             } else {
-                f.attempts += 1;
+                // A full queue is no failure.
+                f.attempts += u32::from(!full);
                 f.tag = self.tag(TAG_FLUSH);
                 q.submit(f.tag, IoOp::Flush);
                 self.flush = Some(f);
@@ -563,6 +581,11 @@ impl Journal {
         }
         self.header_io = None;
         if let Err(e) = c.result {
+            if matches!(e, DeviceError::QueueFull { .. }) {
+                // A full queue is no failure: the same write again.
+                self.write_header(q, why, attempts);
+                return;
+            }
             self.counters.l2_log_write_errors += 1;
             log::warn!("{}: header write failed ({e})", self.name);
             self.header_failed(q, why, attempts);
@@ -617,6 +640,9 @@ impl Journal {
         all.append(&mut self.completed);
         all.append(&mut self.barrier);
         for (_, w) in self.writes.drain() {
+            all.extend(w.waiters);
+        }
+        for w in self.sealed.drain(..) {
             all.extend(w.waiters);
         }
         if let Some(f) = self.flush.take() {
