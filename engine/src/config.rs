@@ -41,9 +41,43 @@ pub struct Config {
     /// Messages a reactor takes from its ring per loop iteration before it
     /// runs its pollers. Default: 32.
     pub message_batch: usize,
+    /// How long a backing-store read may take before the reads waiting
+    /// for it fail with [`crate::BackingError::TimedOut`] (the cache is
+    /// left as it was; a late answer is dropped). Default: 30 s, the Linux
+    /// SCSI and NVMe drivers' own I/O timeout: a backing store is often a
+    /// disk or a network store whose healthy tail reaches seconds, and
+    /// failing a read that would have succeeded is worse than waiting.
+    pub backing_timeout: Duration,
+    /// How long [`crate::Engine::shutdown`] waits for I/O in flight before
+    /// it abandons it (reported in the final statistics, and logged).
+    /// Default: 10 s.
+    pub shutdown_timeout: Duration,
+    /// Longest key, in bytes; longer keys are refused with
+    /// [`Error::KeyTooLong`]. Default: 4096.
+    pub max_key_len: usize,
+    /// Requests in flight per reactor from clients (reads, inserts,
+    /// invalidations, prefetches): past it, a client waits or gets
+    /// [`Error::Busy`], as `when_full` says, so memory stays bounded under
+    /// overload. Default: 65536.
+    pub max_in_flight: usize,
+    /// What a client gets when its reactor has `max_in_flight` requests.
+    /// Default: [`WhenFull::Wait`].
+    pub when_full: WhenFull,
     /// The L2 knobs; used when L2 devices are given. Default:
     /// [`L2Config::default`].
     pub l2: L2Config,
+}
+
+/// What a request finds when its reactor is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// Waits until the reactor has room (the default: callers slow down
+    /// to what the engine can take).
+    #[default]
+    Wait,
+    /// Fails at once with [`Error::Busy`].
+    Busy,
 }
 
 impl Default for Config {
@@ -60,6 +94,11 @@ impl Default for Config {
             pool_capacity: None,
             hugepages: true,
             message_batch: 32,
+            backing_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            max_key_len: 4096,
+            max_in_flight: 65536,
+            when_full: WhenFull::Wait,
             l2: L2Config::default(),
         }
     }
@@ -97,6 +136,12 @@ impl Config {
         }
         if self.message_batch == 0 {
             return bad("message_batch must be at least 1".into());
+        }
+        if self.backing_timeout.is_zero() || self.shutdown_timeout.is_zero() {
+            return bad("backing_timeout and shutdown_timeout must be above zero".into());
+        }
+        if self.max_key_len == 0 || self.max_in_flight == 0 {
+            return bad("max_key_len and max_in_flight must be at least 1".into());
         }
         if let Some(p) = self.pool_capacity {
             if p < self.max_block_size as u64 {
@@ -180,6 +225,8 @@ mod tests {
         check(|c| c.max_block_size = 256, "power of two");
         check(|c| c.arc_capacity = 4096, "below max_block_size");
         check(|c| c.message_batch = 0, "message_batch");
+        check(|c| c.backing_timeout = Duration::ZERO, "backing_timeout");
+        check(|c| c.max_in_flight = 0, "max_in_flight");
         check(
             |c| {
                 c.pinning = Pinning::Required;

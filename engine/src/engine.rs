@@ -4,9 +4,9 @@
 use crate::backing::{BackingStore, ReadDone};
 use crate::block::Block;
 use crate::bufpool::BufPool;
-use crate::config::Config;
+use crate::config::{Config, WhenFull};
 use crate::core::msg::{MailboxLink, Mailboxes, Msg};
-use crate::core::{pollers, Core};
+use crate::core::{pollers, Core, InFlight, Limits};
 use crate::device::BlockDevice;
 use crate::error::{BackingError, Error, Result};
 #[cfg(feature = "jobs")]
@@ -102,6 +102,28 @@ impl EngineBuilder {
     setter!(
         /// Messages per reactor loop iteration. Default: 32.
         message_batch: usize
+    );
+    setter!(
+        /// How long a backing read may take before its callers get a
+        /// timeout error. Default: 30 s (see [`Config::backing_timeout`]).
+        backing_timeout: Duration
+    );
+    setter!(
+        /// How long a shutdown waits for I/O in flight. Default: 10 s.
+        shutdown_timeout: Duration
+    );
+    setter!(
+        /// Longest key in bytes. Default: 4096.
+        max_key_len: usize
+    );
+    setter!(
+        /// Client requests in flight per reactor. Default: 65536.
+        max_in_flight: usize
+    );
+    setter!(
+        /// What a client finds past `max_in_flight`. Default:
+        /// [`WhenFull::Wait`].
+        when_full: WhenFull
     );
 
     /// Cores to pin reactor i to. Default: the OS's core list, in order.
@@ -211,7 +233,7 @@ impl EngineBuilder {
         // A reactor builds its Core on its own thread, because device
         // queues belong to the thread that polls them.
         type MakeCore = Box<dyn FnOnce(&mut Reactor<Core>) -> Result<Core> + Send>;
-        type Setup = (Arc<Mailbox<Msg>>, MakeCore, oneshot::Sender<Result<()>>);
+        type Setup = (Mailboxes, usize, MakeCore, oneshot::Sender<Result<()>>);
         let mut threads = Vec::with_capacity(n);
         let mut setups = Vec::with_capacity(n);
         let lc = LoopConfig {
@@ -226,10 +248,11 @@ impl EngineBuilder {
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
-                    let Ok((mailbox, make_core, ready)) = rx.recv() else {
+                    let Ok((peers_for_guard, me, make_core, ready)) = rx.recv() else {
                         return None;
                     };
-                    let guard = CloseOnUnwind(mailbox.clone());
+                    let mailbox = peers_for_guard[me].clone();
+                    let guard = CloseOnUnwind(mailbox.clone(), peers_for_guard.clone());
                     // Pinned first, so that device queues open on the core
                     // that polls them.
                     let pinned = core_id.map(|c| (c, reactor::pin(c)));
@@ -269,10 +292,17 @@ impl EngineBuilder {
             .map(|t| Arc::new(Mailbox::new(t.thread().clone())))
             .collect();
         let per_shard = cfg.arc_capacity / n as u64;
+        let in_flight: Vec<InFlight> = (0..n).map(|_| InFlight::default()).collect();
+        let limits = Limits {
+            max_block: cfg.max_block_size,
+            backing_timeout: cfg.backing_timeout,
+            shutdown_timeout: cfg.shutdown_timeout,
+            max_in_flight: cfg.max_in_flight,
+        };
         let mut readies = Vec::with_capacity(n);
         for (i, tx) in setups.into_iter().enumerate() {
             let (pool, backing, peers) = (pool.clone(), backing.clone(), mailboxes.clone());
-            let (policy, max_block, l2) = (cfg.policy, cfg.max_block_size, l2_setup.clone());
+            let (policy, l2, counter) = (cfg.policy, l2_setup.clone(), in_flight[i].clone());
             let make: MakeCore = Box::new(move |reactor| {
                 let link = Arc::new(MailboxLink(peers.clone()));
                 let mut core = Core::new(
@@ -281,7 +311,8 @@ impl EngineBuilder {
                     pool.clone(),
                     backing,
                     peers,
-                    max_block,
+                    limits,
+                    counter,
                 );
                 if let Some(l2) = l2 {
                     if l2.cfg.stage_evicted {
@@ -292,12 +323,12 @@ impl EngineBuilder {
                         });
                     }
                     core.l2 = Some(Box::new(L2::open(l2, i, link, &pool)?));
-                    pollers::register_l2(reactor, &mut core);
                 }
+                pollers::register(reactor, &mut core);
                 Ok(core)
             });
             let (rtx, rrx) = oneshot::channel();
-            tx.send((mailboxes[i].clone(), make, rtx))
+            tx.send((mailboxes.clone(), i, make, rtx))
                 .expect("reactor thread waits for its setup");
             readies.push(rrx);
         }
@@ -306,12 +337,14 @@ impl EngineBuilder {
             .map(|r| r.recv().unwrap_or(Err(Error::ShutDown)))
             .find_map(|r| r.err());
         if let Some(e) = failed {
-            let e2 = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
+            let e2 =
+                Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe(), in_flight);
             let _ = e2.shutdown();
             return Err(e);
         }
         if cfg.pinning == Pinning::Required {
-            let e = Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe());
+            let e =
+                Engine::from_parts(cfg, pool, mailboxes, threads, backing.describe(), in_flight);
             let failed = e.stats().reactors.iter().filter(|r| r.pin_failed).count();
             if failed > 0 {
                 let _ = e.shutdown();
@@ -327,16 +360,18 @@ impl EngineBuilder {
             mailboxes,
             threads,
             backing.describe(),
+            in_flight,
         ))
     }
 }
 
-/// Closes a reactor's ring if its thread unwinds, so that clients get
-/// `ShutDown` instead of waiting forever.
-struct CloseOnUnwind(Arc<Mailbox<Msg>>);
+/// Closes a reactor's ring if its thread unwinds, so that clients and
+/// peers' jobs get `ShutDown` instead of waiting forever.
+struct CloseOnUnwind(Arc<Mailbox<Msg>>, Mailboxes);
 impl Drop for CloseOnUnwind {
     fn drop(&mut self) {
-        self.0.close_and_drain();
+        self.0.close();
+        crate::core::msg::drain_closed(&self.1, &self.0);
     }
 }
 
@@ -350,6 +385,8 @@ struct Inner {
     #[cfg(feature = "jobs")]
     jobs: Mutex<()>,
     backing: String,
+    /// Client requests in flight, per reactor.
+    in_flight: Vec<InFlight>,
 }
 
 impl Drop for Inner {
@@ -472,9 +509,11 @@ impl Engine {
         mailboxes: Mailboxes,
         threads: Vec<std::thread::JoinHandle<Option<ReactorStats>>>,
         backing: String,
+        in_flight: Vec<InFlight>,
     ) -> Engine {
         Engine {
             inner: Arc::new(Inner {
+                in_flight,
                 config,
                 pool,
                 mailboxes,
@@ -496,11 +535,22 @@ impl Engine {
         if key.is_empty() {
             return failed(Error::EmptyKey);
         }
+        let max = self.inner.config.max_key_len;
+        if key.len() > max {
+            return failed(Error::KeyTooLong {
+                len: key.len(),
+                max,
+            });
+        }
         if self.inner.shut.load(Ordering::Acquire) {
             return failed(Error::ShutDown);
         }
         let hash = hash_key(key);
-        let mb = &self.inner.mailboxes[shard_of(hash, self.inner.mailboxes.len())];
+        let r = shard_of(hash, self.inner.mailboxes.len());
+        if let Err(e) = self.admit(r) {
+            return failed(e);
+        }
+        let mb = &self.inner.mailboxes[r];
         let (tx, rx) = oneshot::channel();
         let req = Request {
             op,
@@ -513,6 +563,38 @@ impl Engine {
         OpFuture {
             state: FutState::Waiting(rx),
             map,
+        }
+    }
+
+    /// Takes a place among reactor `r`'s requests in flight: waits for one
+    /// or fails with `Busy` when it has `max_in_flight`, as `when_full`
+    /// says (the reactor gives places back as it answers).
+    fn admit(&self, r: usize) -> Result<()> {
+        let count = &self.inner.in_flight[r];
+        let max = self.inner.config.max_in_flight;
+        if count.fetch_add(1, Ordering::Relaxed) < max {
+            return Ok(());
+        }
+        count.fetch_sub(1, Ordering::Relaxed);
+        if self.inner.config.when_full == WhenFull::Busy {
+            return Err(Error::Busy(max));
+        }
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            if self.inner.shut.load(Ordering::Acquire) || self.inner.mailboxes[r].is_closed() {
+                return Err(Error::ShutDown);
+            }
+            if count.load(Ordering::Relaxed) < max {
+                if count.fetch_add(1, Ordering::Relaxed) < max {
+                    return Ok(());
+                }
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+            if backoff.is_completed() {
+                std::thread::sleep(Duration::from_micros(50));
+            } else {
+                backoff.snooze();
+            }
         }
     }
 
@@ -744,6 +826,7 @@ fn start_l2_devices(
             device,
             feeder: i % cfg.reactors,
             writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            health: Default::default(),
             start,
         }));
     }

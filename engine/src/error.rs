@@ -25,6 +25,9 @@ pub enum BackingError {
     /// The store dropped the request without answering it.
     #[error("the backing store dropped the request")]
     Dropped,
+    /// The store did not answer in time (`Config::backing_timeout`).
+    #[error("the backing store did not answer within {0:?} (Config::backing_timeout)")]
+    TimedOut(std::time::Duration),
     /// Any other failure, described by the store.
     #[error("{0}")]
     Other(String),
@@ -46,6 +49,26 @@ pub enum Error {
     /// Keys must not be empty.
     #[error("empty key")]
     EmptyKey,
+    /// A key longer than `Config::max_key_len`.
+    #[error("key of {len} B is longer than max_key_len ({max} B)")]
+    KeyTooLong {
+        /// Length given.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The reactor owning the key has `Config::max_in_flight` requests and
+    /// `Config::when_full` is `Busy`: try again later.
+    #[error("busy: the reactor has max_in_flight ({0}) requests in flight; try again later")]
+    Busy(usize),
+    /// An invalidation or replacement took effect in memory, but an L2
+    /// device's log failed before its record was durable, so a restart
+    /// could bring the old block back from that device.
+    #[error("{device}: the log failed before this invalidation was durable; start the device fresh (L2Start::Fresh) after a restart")]
+    NotDurable {
+        /// The device whose log failed.
+        device: String,
+    },
     /// A block given to `insert` has a size the engine cannot hold.
     #[error("block of {size} B is outside 1..={max} B")]
     BlockSize {

@@ -69,6 +69,8 @@ pub struct JobReport {
     pub first_tenth: [u64; 3],
     /// From the first poll to the last completion.
     pub elapsed: Duration,
+    /// The engine shut down before the job had done all its operations.
+    pub stopped: bool,
     /// Latency in ns of reads served by the ARC, L2 and the backing
     /// store, when the spec asked for it.
     #[serde(skip)]
@@ -175,7 +177,7 @@ impl Poller<Core> for Job {
         }
         let n = core.reactors();
         for _ in 0..32 {
-            if self.issued == self.spec.ops_per_reactor {
+            if self.issued == self.spec.ops_per_reactor || core.stopping {
                 break;
             }
             let i = match self.next.take() {
@@ -227,7 +229,9 @@ impl Poller<Core> for Job {
                 core.peers.queue_request(owner, req);
             }
         }
-        if self.report.ops == self.spec.ops_per_reactor {
+        let stopped = core.stopping && self.inflight == 0;
+        if self.report.ops == self.spec.ops_per_reactor || stopped {
+            self.report.stopped = self.report.ops < self.spec.ops_per_reactor;
             self.report.elapsed = start.elapsed();
             if let Some(tx) = self.done.take() {
                 let _ = tx.send(std::mem::take(&mut self.report));

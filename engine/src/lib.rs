@@ -56,7 +56,7 @@ pub mod testing;
 
 pub use backing::{BackingStore, FileStore, FnStore, Latency, ReadDone, SimStore};
 pub use block::{Block, Source};
-pub use config::Config;
+pub use config::{Config, WhenFull};
 pub use engine::{Engine, EngineBuilder, OpFuture};
 pub use error::{BackingError, Error, Result};
 #[cfg(feature = "jobs")]

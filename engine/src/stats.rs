@@ -24,6 +24,16 @@ pub struct CoreCounters {
     pub backing_reads: u64,
     /// Backing reads that failed.
     pub backing_errors: u64,
+    /// Backing reads that timed out (their callers got an error).
+    pub backing_timeouts: u64,
+    /// Backing reads that completed after their timeout (dropped).
+    pub backing_late: u64,
+    /// Prefetches dropped because `max_in_flight` fills were in flight.
+    pub prefetch_dropped: u64,
+    /// Fills given up by a shutdown past its time limit.
+    pub abandoned_fills: u64,
+    /// Invalidations given up by a shutdown past its time limit.
+    pub abandoned_records: u64,
     /// Misses that joined a backing read already in flight.
     pub fills_joined: u64,
     /// Blocks served but not cached because the pool was exhausted.
@@ -142,6 +152,11 @@ fn add_core(a: &mut CoreCounters, b: &CoreCounters) {
             prefetch_requests,
             backing_reads,
             backing_errors,
+            backing_timeouts,
+            backing_late,
+            prefetch_dropped,
+            abandoned_fills,
+            abandoned_records,
             fills_joined,
             uncached_fills,
             messages,

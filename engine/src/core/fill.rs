@@ -12,12 +12,16 @@ use crate::error::{BackingError, Error};
 use crate::l2::read::Lookup;
 use crate::request::{Op, Outcome, Reply, Request};
 use crate::shard::{Flags, HeaderIdx};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 /// A fill in flight: who waits for it.
 struct Fill {
     waiters: Vec<Reply>,
     prefetch: bool,
+    /// Tells its backing read's completion from a late one of an earlier
+    /// fill of the same header slot.
+    id: u64,
 }
 
 impl Fill {
@@ -30,25 +34,32 @@ impl Fill {
     }
 }
 
-/// A reactor's fills in flight, by header.
+/// A reactor's fills in flight, by header, and the deadlines of their
+/// backing reads in the order they were started (the timeout is one for
+/// all, so that is also deadline order).
 #[derive(Default)]
-pub(super) struct Fills(HashMap<HeaderIdx, Fill>);
+pub(super) struct Fills {
+    map: HashMap<HeaderIdx, Fill>,
+    next_id: u64,
+    deadlines: VecDeque<(Instant, HeaderIdx, u64)>,
+}
 
 impl Fills {
     pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.map.is_empty()
     }
     pub(super) fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 }
 
 impl Core {
     /// Answers a request.
-    fn reply(&mut self, r: Reply, o: Outcome) {
+    pub(super) fn reply(&mut self, r: Reply, o: Outcome) {
         match r {
             Reply::None => {}
             Reply::Client(tx) => {
+                self.answered += 1;
                 let _ = tx.send(o);
             }
             #[cfg(feature = "jobs")]
@@ -102,7 +113,12 @@ impl Core {
                     let h = self.shard.header(i);
                     h.state.is_resident() || h.flags.contains(Flags::IO_IN_PROGRESS)
                 });
-                if !busy {
+                if busy {
+                } else if self.fills.len() >= self.limits.max_in_flight {
+                    // Advice, not a request: dropped rather than queued
+                    // without bound.
+                    self.counters.prefetch_dropped += 1;
+                } else {
                     self.start_fill(hash, &key, Reply::None, true);
                 }
                 self.reply(reply, Ok(None));
@@ -140,11 +156,16 @@ impl Core {
         }
     }
 
-    /// Records of these tokens are durable on every device: answer.
-    pub(super) fn durable(&mut self, tokens: Vec<u64>) {
-        for t in tokens {
+    /// Every device has answered for the records of these tokens: durable,
+    /// or lost on the device named.
+    pub(super) fn durable(&mut self, tokens: Vec<(u64, Option<String>)>) {
+        for (t, lost) in tokens {
+            let outcome = match lost {
+                None => Ok(None),
+                Some(device) => Err(Error::NotDurable { device }),
+            };
             match self.awaiting_durable.remove(&t) {
-                Some(reply) => self.reply(reply, Ok(None)),
+                Some(reply) => self.reply(reply, outcome),
                 None => log::error!("reactor {}: unknown durable token {t}", self.id),
             }
         }
@@ -188,7 +209,7 @@ impl Core {
             if self.shard.header(idx).flags.contains(Flags::IO_IN_PROGRESS) {
                 let fill = self
                     .fills
-                    .0
+                    .map
                     .get_mut(&idx)
                     .expect("a fill in flight is pending");
                 if !matches!(waiter, Reply::None) {
@@ -205,7 +226,16 @@ impl Core {
         } else {
             vec![waiter]
         };
-        self.fills.0.insert(idx, Fill { waiters, prefetch });
+        self.fills.next_id += 1;
+        let id = self.fills.next_id;
+        self.fills.map.insert(
+            idx,
+            Fill {
+                waiters,
+                prefetch,
+                id,
+            },
+        );
         let lookup = match self.l2.as_deref_mut() {
             Some(l2) => l2.try_read(&mut self.shard, idx),
             None => Lookup::Miss,
@@ -220,21 +250,67 @@ impl Core {
     /// Reads the block of header `idx`, whose fill is pending, from the
     /// backing store.
     pub(crate) fn start_backing_read(&mut self, idx: HeaderIdx) {
+        let Some(id) = self.fills.map.get(&idx).map(|f| f.id) else {
+            log::error!(
+                "reactor {}: backing read for header {idx}, which has no fill",
+                self.id
+            );
+            return;
+        };
         self.counters.backing_reads += 1;
+        self.fills
+            .deadlines
+            .push_back((Instant::now() + self.limits.backing_timeout, idx, id));
         let me = self.peers.mailboxes()[self.id].clone();
         let key = self.shard.header(idx).key.clone();
         self.backing.read(
             &key,
             ReadDone::new(move |result| {
-                // The reactor stays open while a fill is pending.
-                let _ = me.push(Msg::Fill { idx, result });
+                // The reactor stays open while a fill is pending; one that
+                // timed out meanwhile is told apart by its id.
+                let _ = me.push(Msg::Fill { idx, id, result });
             }),
         );
     }
 
+    /// Fails the fills whose backing read is past its deadline: their
+    /// callers get a timeout error, the cache is left as it was, and the
+    /// read's late completion is dropped.
+    pub(crate) fn expire_backing_reads(&mut self, now: Instant) {
+        while let Some(&(deadline, idx, id)) = self.fills.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.fills.deadlines.pop_front();
+            if self.fills.map.get(&idx).is_none_or(|f| f.id != id) {
+                continue; // completed in time
+            }
+            let fill = self.fills.map.remove(&idx).expect("checked above");
+            self.shard.abort_fill(idx);
+            self.counters.backing_timeouts += 1;
+            let e = Error::Backing(BackingError::TimedOut(self.limits.backing_timeout));
+            for w in fill.waiters {
+                self.reply(w, Err(e.clone()));
+            }
+        }
+    }
+
+    /// Fails every fill in flight with `ShutDown` (a shutdown past its
+    /// time limit); the cache is left as it was.
+    pub(super) fn fail_all_fills(&mut self) {
+        let fills: Vec<(HeaderIdx, Fill)> = self.fills.map.drain().collect();
+        self.fills.deadlines.clear();
+        for (idx, fill) in fills {
+            self.shard.abort_fill(idx);
+            for w in fill.waiters {
+                self.reply(w, Err(Error::ShutDown));
+            }
+        }
+    }
+
     /// Completes the fill of header `idx` with a block read from L2.
     pub(crate) fn finish_l2_fill(&mut self, idx: HeaderIdx, buf: Buf) {
-        let Some(fill) = self.fills.0.remove(&idx) else {
+        let Some(fill) = self.fills.map.remove(&idx) else {
             log::error!(
                 "reactor {}: L2 fill of header {idx}, which has none pending",
                 self.id
@@ -250,20 +326,20 @@ impl Core {
         }
     }
 
-    /// A backing read for the fill of header `idx` completed.
-    pub(super) fn complete_fill(&mut self, idx: HeaderIdx, result: ReadResult) {
-        let Some(fill) = self.fills.0.remove(&idx) else {
-            log::error!(
-                "reactor {}: completion for header {idx}, which has no fill in flight",
-                self.id
-            );
+    /// The backing read `id` for the fill of header `idx` completed.
+    pub(super) fn complete_fill(&mut self, idx: HeaderIdx, id: u64, result: ReadResult) {
+        if self.fills.map.get(&idx).is_none_or(|f| f.id != id) {
+            // It timed out: its callers have had their answer, and the
+            // header may be another fill's by now.
+            self.counters.backing_late += 1;
             return;
-        };
+        }
+        let fill = self.fills.map.remove(&idx).expect("checked above");
         let result = result.and_then(|v| {
-            if v.is_empty() || v.len() > self.max_block {
+            if v.is_empty() || v.len() > self.limits.max_block {
                 Err(BackingError::BadSize {
                     size: v.len(),
-                    max: self.max_block,
+                    max: self.limits.max_block,
                 })
             } else {
                 Ok(v)

@@ -17,7 +17,7 @@
 use crate::backing::{BackingStore, ReadDone};
 use crate::bufpool::BufPool;
 use crate::core::msg::{MailboxLink, Mailboxes, Msg};
-use crate::core::{pollers, Core};
+use crate::core::{pollers, Core, Limits};
 use crate::device::{
     check, into_buf, BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, IoBuf, IoOp,
 };
@@ -198,6 +198,9 @@ fn run(seed: u64) -> Seen {
         write_size: 8 << 10,
         writes_in_flight: 3,
         noprefetch: false,
+        // The fake clock runs ahead of the real one, which stamps requests.
+        read_deadline: Duration::from_secs(3600),
+        write_deadline: Duration::from_secs(3600),
         ..L2Config::default()
     };
     let start = prepare(device.as_ref(), &cfg, 8 * 4096, &pool).unwrap();
@@ -208,6 +211,7 @@ fn run(seed: u64) -> Seen {
             device,
             feeder: rng.gen_range(0..n),
             writes_in_flight: Default::default(),
+            health: Default::default(),
             start,
         })],
         max_block: 4096,
@@ -222,7 +226,13 @@ fn run(seed: u64) -> Seen {
                 pool.clone(),
                 backing.clone(),
                 mbs.clone(),
-                4096,
+                Limits {
+                    max_block: 4096,
+                    backing_timeout: Duration::from_secs(3600),
+                    shutdown_timeout: Duration::from_secs(3600),
+                    max_in_flight: 1 << 20,
+                },
+                Default::default(),
             );
             let link = Arc::new(MailboxLink(mbs.clone()));
             c.l2 = Some(Box::new(L2::open(setup.clone(), i, link, &pool).unwrap()));
@@ -234,7 +244,7 @@ fn run(seed: u64) -> Seen {
                 });
             }
             let mut reactor = Reactor::new(now);
-            pollers::register_l2(&mut reactor, &mut c);
+            pollers::register(&mut reactor, &mut c);
             SimReactor { core: c, reactor }
         })
         .collect();

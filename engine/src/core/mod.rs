@@ -27,7 +27,23 @@ use crate::stats::{CoreCounters, ReactorStats};
 use fill::Fills;
 use msg::{Mailboxes, Msg};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a reactor's core takes from the engine's configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_block: usize,
+    pub backing_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Fills in flight past which prefetches are dropped.
+    pub max_in_flight: usize,
+}
+
+/// Client requests in flight on one reactor: clients add one as they
+/// send; the reactor takes off what it answered, once per loop iteration.
+pub(crate) type InFlight = Arc<crossbeam_utils::CachePadded<AtomicUsize>>;
 
 pub(crate) use peers::Peers;
 
@@ -49,7 +65,15 @@ pub(crate) struct Core {
     /// Answers to requests this reactor's job sent, its own included.
     #[cfg(feature = "jobs")]
     pub(crate) job_inbox: Vec<(u64, Outcome)>,
-    max_block: usize,
+    limits: Limits,
+    /// This reactor's count of client requests in flight, and how many it
+    /// answered since it last took them off.
+    in_flight: InFlight,
+    answered: usize,
+    /// When a shutdown stops waiting for I/O in flight.
+    stop_by: Option<Instant>,
+    /// The shutdown's time limit passed: whatever is in flight was given up.
+    abandoned: bool,
     /// Counters.
     pub(crate) counters: CoreCounters,
     loops: LoopCounters,
@@ -75,7 +99,8 @@ impl Core {
         pool: BufPool,
         backing: Arc<dyn BackingStore>,
         mailboxes: Mailboxes,
-        max_block: usize,
+        limits: Limits,
+        in_flight: InFlight,
     ) -> Self {
         Core {
             id,
@@ -88,7 +113,11 @@ impl Core {
             awaiting_durable: HashMap::new(),
             #[cfg(feature = "jobs")]
             job_inbox: Vec::new(),
-            max_block,
+            limits,
+            in_flight,
+            answered: 0,
+            stop_by: None,
+            abandoned: false,
             counters: CoreCounters::default(),
             loops: LoopCounters::default(),
             stopping: false,
@@ -109,6 +138,45 @@ impl Core {
         self.fills.is_empty()
             && self.awaiting_durable.is_empty()
             && self.l2.as_ref().is_none_or(|l2| l2.quiet())
+    }
+
+    /// The reactor's deadlines at `now`: backing reads past theirs fail,
+    /// and a shutdown past its time limit gives up what is in flight.
+    /// Returns how soon to look again.
+    pub(crate) fn check_deadlines(&mut self, now: Instant) -> Duration {
+        self.expire_backing_reads(now);
+        if let Some(by) = self.stop_by {
+            if now >= by && !self.quiet() {
+                self.abandon();
+            }
+        }
+        let mut next = self.limits.backing_timeout.min(Duration::from_secs(1)) / 4;
+        if let Some(by) = self.stop_by {
+            next = next.min(by.saturating_duration_since(now));
+        }
+        next.max(Duration::from_millis(1))
+    }
+
+    /// Gives up on everything in flight, at a shutdown past its limit:
+    /// waiting callers get `ShutDown`, the L2 requests still on their
+    /// devices keep their buffers, and the reactor may exit.
+    fn abandon(&mut self) {
+        let (fills, waiting) = (self.fills.len(), self.awaiting_durable.len());
+        self.fail_all_fills();
+        for (_, reply) in std::mem::take(&mut self.awaiting_durable) {
+            self.reply(reply, Err(crate::Error::ShutDown));
+        }
+        self.counters.abandoned_fills += fills as u64;
+        self.counters.abandoned_records += waiting as u64;
+        if let Some(l2) = self.l2.as_deref_mut() {
+            l2.abandon();
+        }
+        self.abandoned = true;
+        log::warn!(
+            "reactor {}: shutdown took over {:?}; gave up {fills} fills and {waiting} invalidations in flight",
+            self.id,
+            self.limits.shutdown_timeout
+        );
     }
 
     pub(crate) fn stats(&self) -> ReactorStats {
@@ -139,7 +207,7 @@ impl Host for Core {
     fn handle(&mut self, msg: Msg, _sched: &mut Sched<Core>) {
         match msg {
             Msg::Request(r) => self.handle_request(r),
-            Msg::Fill { idx, result } => self.complete_fill(idx, result),
+            Msg::Fill { idx, id, result } => self.complete_fill(idx, id, result),
             #[cfg(feature = "jobs")]
             Msg::Requests(v) => {
                 for r in v {
@@ -162,16 +230,27 @@ impl Host for Core {
             Msg::Stats(tx) => {
                 let _ = tx.send(self.stats());
             }
-            Msg::Shutdown => self.stopping = true,
+            Msg::Shutdown => {
+                self.stopping = true;
+                self.stop_by = Some(Instant::now() + self.limits.shutdown_timeout);
+            }
         }
     }
 
     fn flush(&mut self) -> bool {
+        if self.answered > 0 {
+            self.in_flight.fetch_sub(self.answered, Relaxed);
+            self.answered = 0;
+        }
         self.peers.flush()
     }
 
     fn finished(&self) -> bool {
-        self.stopping && self.quiet()
+        self.stopping && (self.abandoned || self.quiet())
+    }
+
+    fn reject(&mut self, msg: Msg) {
+        msg::reject(self.peers.mailboxes(), msg);
     }
 
     fn loop_counters(&mut self) -> &mut LoopCounters {

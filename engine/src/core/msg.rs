@@ -24,9 +24,10 @@ pub(crate) type CallFn = Box<dyn FnOnce(&mut Core, &mut Sched<Core>) + Send>;
 /// A message to a reactor.
 pub(crate) enum Msg {
     Request(Request),
-    /// A backing read completed for the fill of header `idx`.
+    /// Backing read `id` completed for the fill of header `idx`.
     Fill {
         idx: HeaderIdx,
+        id: u64,
         result: ReadResult,
     },
     /// Requests from a peer reactor's job, batched.
@@ -65,6 +66,51 @@ impl std::fmt::Debug for Msg {
 /// Every reactor's mailbox, by reactor index.
 pub(crate) type Mailboxes = Arc<[Arc<Mailbox<Msg>>]>;
 
+/// Sends `msg` to reactor `to`. If that reactor has gone, what is left in
+/// its ring is dropped, and requests from peers' jobs in it are answered
+/// [`crate::Error::ShutDown`] (a client's request answers itself when
+/// dropped), so that no job waits forever on a dead peer.
+pub(crate) fn send(mailboxes: &Mailboxes, to: usize, msg: Msg) {
+    if mailboxes[to].push(msg) == crate::reactor::Pushed::Closed {
+        drain_closed(mailboxes, &mailboxes[to]);
+    }
+}
+
+/// Empties the ring of a reactor that has gone, answering what waits for
+/// an answer (see [`send`]).
+pub(crate) fn drain_closed(mailboxes: &Mailboxes, ring: &Mailbox<Msg>) {
+    while let Some(m) = ring.pop() {
+        reject(mailboxes, m);
+    }
+}
+
+/// Drops a message its reactor will never handle, answering requests
+/// from peers' jobs with `ShutDown`.
+pub(crate) fn reject(mailboxes: &Mailboxes, msg: Msg) {
+    #[cfg(feature = "jobs")]
+    {
+        let requests = match msg {
+            Msg::Requests(v) => v,
+            Msg::Request(r) => vec![r],
+            _ => return,
+        };
+        let mut answers: Vec<Vec<(u64, Outcome)>> = vec![Vec::new(); mailboxes.len()];
+        for r in requests {
+            if let crate::request::Reply::Reactor(to, tag) = r.reply {
+                answers[to].push((tag, Err(crate::Error::ShutDown)));
+            }
+        }
+        for (to, v) in answers.into_iter().enumerate() {
+            if !v.is_empty() {
+                // A closed ring here is a job that has gone too: dropped.
+                let _ = mailboxes[to].send(Msg::Completions(v));
+            }
+        }
+    }
+    #[cfg(not(feature = "jobs"))]
+    let _ = (mailboxes, msg);
+}
+
 /// The L2 tier reaches other reactors through their mailboxes.
 #[derive(Clone)]
 pub(crate) struct MailboxLink(pub Mailboxes);
@@ -73,7 +119,7 @@ impl L2Link for MailboxLink {
     fn send(&self, to: usize, msg: L2Msg) {
         // A reactor that has shut down drops the message, and with it any
         // buffer reference it carries.
-        let _ = self.0[to].send(Msg::L2(msg));
+        send(&self.0, to, Msg::L2(msg));
     }
     fn reactors(&self) -> usize {
         self.0.len()

@@ -70,16 +70,16 @@ impl Peers {
     }
 
     /// Sends what waits for reactor `to`. A reactor that has shut down
-    /// drops it, which answers any waiting client with `ShutDown`.
+    /// answers its requests `ShutDown` (see [`super::msg::send`]).
     #[cfg(feature = "jobs")]
     fn flush_to(&mut self, to: usize) {
         if !self.requests[to].is_empty() {
             let v = std::mem::replace(&mut self.requests[to], Vec::with_capacity(PEER_BATCH));
-            let _ = self.mailboxes[to].send(Msg::Requests(v));
+            super::msg::send(&self.mailboxes, to, Msg::Requests(v));
         }
         if !self.replies[to].is_empty() {
             let v = std::mem::replace(&mut self.replies[to], Vec::with_capacity(PEER_BATCH));
-            let _ = self.mailboxes[to].send(Msg::Completions(v));
+            super::msg::send(&self.mailboxes, to, Msg::Completions(v));
         }
     }
 

@@ -1,14 +1,27 @@
-//! The pollers and timers a reactor runs for its L2 tier: the read
-//! queues, each feeder it runs, and the devices' housekeeping tick.
+//! The pollers and timers a reactor runs: its deadlines, and for its L2
+//! tier the read queues, each feeder it runs, and the devices'
+//! housekeeping tick.
 #![forbid(unsafe_code)]
 
 use super::Core;
 use crate::device::MAX_TICK;
 use crate::l2::read::ReadOutcome;
 use crate::reactor::{PollStatus, Poller, Reactor, Sched};
+use std::time::Duration;
+
+/// Registers the pollers and timers of `core` on its reactor: its
+/// deadlines, and its L2 tier's.
+pub(crate) fn register(reactor: &mut Reactor<Core>, core: &mut Core) {
+    reactor
+        .sched()
+        .repeat(Duration::from_millis(1), |core: &mut Core, sched| {
+            Some(core.check_deadlines(sched.now()))
+        });
+    register_l2(reactor, core);
+}
 
 /// Registers the L2 pollers and timers of `core` on its reactor.
-pub(crate) fn register_l2(reactor: &mut Reactor<Core>, core: &mut Core) {
+fn register_l2(reactor: &mut Reactor<Core>, core: &mut Core) {
     let Some(l2) = core.l2.as_deref_mut() else {
         return;
     };
@@ -32,16 +45,16 @@ struct L2Reads {
 }
 
 impl Poller<Core> for L2Reads {
-    fn poll(&mut self, core: &mut Core, _: &mut Sched<Core>) -> PollStatus {
+    fn poll(&mut self, core: &mut Core, sched: &mut Sched<Core>) -> PollStatus {
         let Some(l2) = core.l2.as_deref_mut() else {
             return PollStatus::Done;
         };
         l2.kick_if_staging(&core.shard);
-        let busy = l2.poll_reads(&mut core.shard, &mut self.outcomes);
+        let busy = l2.poll_reads(&mut core.shard, &mut self.outcomes, sched.now());
         for o in self.outcomes.drain(..) {
             match o {
                 ReadOutcome::Hit(idx, buf) => core.finish_l2_fill(idx, buf),
-                ReadOutcome::Failed(idx) => core.start_backing_read(idx),
+                ReadOutcome::Fallback(idx) => core.start_backing_read(idx),
             }
         }
         if busy {

@@ -1,7 +1,8 @@
 //! A decorator that injects faults into any device: I/O errors (by
 //! probability or at the Nth read or write), torn writes (only a prefix of
 //! the blocks lands, the request still reports success), bit flips on
-//! reads, and latency. Counters say what was injected, so tests can tell an
+//! reads, latency, slow requests, hung requests, and a switch that makes
+//! the whole device stop answering. Counters say what was injected, so tests can tell an
 //! injected fault from a bug.
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,16 @@ pub struct FaultConfig {
     pub latency: Duration,
     /// Added to every write's completion time, on top of `latency`.
     pub write_latency: Duration,
+    /// Probability that a request completes `slow_by` late.
+    pub slow: f64,
+    /// How late a slow request completes.
+    pub slow_by: Duration,
+    /// Probability that a request hangs: it completes only after
+    /// `hang_for`, or, with `None`, never (its buffer comes back when the
+    /// queue is dropped, as after a controller reset).
+    pub hang: f64,
+    /// How long a hung request hangs; `None`: forever.
+    pub hang_for: Option<Duration>,
     /// RNG seed; queue i uses `seed + i`.
     pub seed: u64,
 }
@@ -51,6 +62,13 @@ pub struct FaultCounters {
     pub torn_writes: AtomicU64,
     /// Reads with a flipped bit.
     pub bit_flips: AtomicU64,
+    /// Requests made slow.
+    pub slow: AtomicU64,
+    /// Requests hung.
+    pub hangs: AtomicU64,
+    /// While set, no request completes (a device that stops answering);
+    /// cleared, they complete.
+    pub hang_all: std::sync::atomic::AtomicBool,
     reads: AtomicU64,
     writes: AtomicU64,
     queues: AtomicU64,
@@ -112,6 +130,7 @@ impl<D: BlockDevice> BlockDevice for FaultyDevice<D> {
             injected: VecDeque::new(),
             torn: HashMap::new(),
             held: VecDeque::new(),
+            hung: Vec::new(),
             bit_flip_reads: HashMap::new(),
             depth,
         }))
@@ -131,6 +150,8 @@ struct FaultyQueue {
     torn: HashMap<u64, Buf>,
     /// Completions held back for latency.
     held: VecDeque<(Instant, Completion)>,
+    /// Completions of requests hung forever.
+    hung: Vec<Completion>,
     /// Reads that will get a bit flipped: tag → length read.
     bit_flip_reads: HashMap<u64, u64>,
     /// The depth asked for: a request held back for latency still counts,
@@ -228,7 +249,24 @@ impl DeviceQueue for FaultyQueue {
             if matches!(c.buf, IoBuf::Write(_)) {
                 due += self.config.write_latency;
             }
+            if self.rng.gen_bool(self.config.slow.clamp(0.0, 1.0)) {
+                self.counters.slow.fetch_add(1, Relaxed);
+                due += self.config.slow_by;
+            }
+            if self.rng.gen_bool(self.config.hang.clamp(0.0, 1.0)) {
+                self.counters.hangs.fetch_add(1, Relaxed);
+                match self.config.hang_for {
+                    Some(d) => due += d,
+                    None => {
+                        self.hung.push(c);
+                        continue;
+                    }
+                }
+            }
             self.held.push_back((due, c));
+        }
+        if self.counters.hang_all.load(Relaxed) {
+            return 0;
         }
         // Requests complete in deadline order, not submission order: a fast
         // read overtakes a slow write.
@@ -245,7 +283,7 @@ impl DeviceQueue for FaultyQueue {
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.injected.len() + self.held.len()
+        self.inner.in_flight() + self.injected.len() + self.held.len() + self.hung.len()
     }
 
     fn tick(&mut self, now: Instant) -> Duration {

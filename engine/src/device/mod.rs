@@ -17,6 +17,7 @@
 //! file or block device) and, with the `spdk` feature, `spdk` (SPDK's NVMe
 //! driver).
 
+pub mod deadline;
 pub mod faulty;
 pub mod mem;
 pub mod powercut;
@@ -142,6 +143,9 @@ pub enum IoBuf {
     Write(Buf),
     /// A flush has no buffer.
     None,
+    /// The request timed out (see [`deadline`]): the device may still
+    /// use its buffer, which is held until it really completes.
+    Held,
 }
 
 /// A completed request.

@@ -255,6 +255,9 @@ struct UringQueue {
     fixed: Vec<(usize, usize)>,
 }
 
+/// How long dropping a queue waits for its requests in the kernel.
+const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The kernel's limit on one registered buffer.
 const MAX_FIXED: usize = 1 << 30;
 
@@ -426,8 +429,9 @@ impl DeviceQueue for UringQueue {
         // SAFETY: the iovecs describe the pool's mapped region, which the
         // pool keeps mapped for as long as any of its buffers or clones
         // live; this queue's Drop waits for every request before the ring
-        // (and its registration) goes, and the caller keeps the pool alive
-        // alongside the queue.
+        // (and its registration) goes, or leaks the buffers of requests
+        // still in the kernel (their handles keep the region mapped), and
+        // the caller keeps the pool alive alongside the queue.
         match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
             Ok(()) => {
                 self.fixed = chunks;
@@ -446,18 +450,24 @@ impl DeviceQueue for UringQueue {
 
 impl Drop for UringQueue {
     fn drop(&mut self) {
-        // The kernel may still be using buffers we own: wait for them.
+        // The kernel may still be using buffers we own: wait for them, but
+        // not forever (a stuck device must not hang the shutdown).
         let mut sink = Vec::new();
-        while self.busy() > 0 {
-            if self.ring.submitter().submit_and_wait(1).is_err() {
+        let give_up = std::time::Instant::now() + DROP_WAIT;
+        while self.busy() > 0 && std::time::Instant::now() < give_up {
+            if self.ring.submit().is_err() {
                 break;
             }
-            self.reap(&mut sink);
+            if self.reap(&mut sink) == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         if self.busy() > 0 {
-            // Leaking is the only safe option if the ring failed.
+            // The kernel may still write into these buffers: leaking them is
+            // the only safe option (closing the ring cancels the requests;
+            // their pages stay pinned until they end).
             log::error!(
-                "{}: {} requests lost in a failed ring; leaking their buffers",
+                "{}: {} requests still in the kernel after {DROP_WAIT:?}; leaking their buffers",
                 self.info.name,
                 self.busy()
             );

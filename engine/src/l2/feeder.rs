@@ -33,6 +33,7 @@ use super::journal::{self, Durable, Event, Journal};
 use super::rebuild::{Rebuild, TAG_REBUILD};
 use super::{DevShared, L2Config, L2Counters, L2Link, L2Msg};
 use crate::bufpool::{Buf, BufPool, FreeOnWrite};
+use crate::device::deadline::{DeadlineQueue, Deadlines};
 use crate::device::{Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
 use crate::shard::{shard_of, HeaderIdx, L2Pick, PickRules};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -110,7 +111,7 @@ pub(crate) struct Feeder {
     cfg: Arc<L2Config>,
     link: Arc<dyn L2Link>,
     pool: BufPool,
-    queue: Box<dyn DeviceQueue>,
+    queue: DeadlineQueue,
     counters: L2Counters,
     shards: usize,
     placement: Placement,
@@ -159,7 +160,15 @@ pub(crate) struct Feeder {
     cycle_failed: u32,
     /// Set while every write fails: the wait before the next cycle.
     backoff: Option<Duration>,
+    /// A probe read of a degraded device is in flight, since then.
+    probing: Option<Instant>,
 }
+
+/// Requests of a feeder's probe of a degraded device carry this in their
+/// tag's top byte.
+const TAG_PROBE: u64 = 5;
+/// How often a degraded device is probed.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The longest wait between feed cycles while every write fails.
 pub(crate) const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
@@ -184,10 +193,14 @@ impl Feeder {
         max_block: u32,
     ) -> Result<Feeder, DeviceError> {
         let (header, resume) = (start.header, start.resume);
-        let mut queue = shared
-            .device
-            .open_queue(cfg.writes_in_flight + META_DEPTH)?;
-        queue.register_pool(pool)?;
+        // Its reads are bulk (the log at a rebuild, 1 MiB at a time, many
+        // in flight): they get the write deadline. A probe is judged
+        // against the read deadline by the feeder itself.
+        let limits = Deadlines {
+            read: cfg.write_deadline,
+            write: cfg.write_deadline,
+        };
+        let queue = shared.open_queue(cfg.writes_in_flight + META_DEPTH, limits, pool)?;
         let geo = header.geometry;
         let bs = u64::from(geo.block_size);
         let max_span = pool.max_buf() as u64;
@@ -261,6 +274,7 @@ impl Feeder {
             cycle_ok: 0,
             cycle_failed: 0,
             backoff: None,
+            probing: None,
         };
         if f.rebuild.is_none() && persistent {
             f.start_journal(1, Durable::default());
@@ -301,9 +315,11 @@ impl Feeder {
         self.log_blocks * 4
     }
 
-    /// The feeder's counters (its writes, log and rebuild).
+    /// The feeder's counters (its writes, log, rebuild and queue).
     pub(crate) fn counters(&self) -> L2Counters {
         let mut c = self.counters;
+        super::add_deadlines(&mut c, &self.queue);
+        c.l2_degraded += u64::from(self.shared.health.is_degraded());
         if let Some(j) = &self.journal {
             c.add(&j.counters);
         }
@@ -329,6 +345,7 @@ impl Feeder {
         };
         if self.queue.in_flight() > 0 {
             let mut done = std::mem::take(&mut self.done);
+            self.queue.expire(now);
             self.queue.poll(&mut done);
             for c in done.drain(..) {
                 self.on_complete(c);
@@ -347,6 +364,13 @@ impl Feeder {
                 out.busy = true;
             }
             Phase::Idle if !self.due => {}
+            Phase::Idle if self.shared.health.is_degraded() => {
+                // Nothing is fed to a device that does not answer; a probe
+                // finds out when it does again.
+                self.probe();
+                out.next_feed = Some(self.arm(now + PROBE_INTERVAL));
+                out.busy = true;
+            }
             Phase::Idle => {
                 out.next_feed = self.start_cycle(now);
                 out.busy = true;
@@ -376,7 +400,7 @@ impl Feeder {
         let events = match &mut self.journal {
             Some(j) => {
                 j.next_write = self.next_write;
-                j.pump(self.queue.as_mut());
+                j.pump(&mut self.queue);
                 j.events()
             }
             None => Vec::new(),
@@ -385,7 +409,8 @@ impl Feeder {
             for e in events {
                 out.busy = true;
                 match e {
-                    Event::Durable(acks) => self.acks(acks),
+                    Event::Durable(acks) => self.acks(acks, false),
+                    Event::Lost(acks) => self.acks(acks, true),
                     Event::Fenced if self.phase == Phase::Fencing => self.phase = Phase::Writing,
                     Event::CycleSynced if self.phase == Phase::Sealing => {
                         out.next_feed = Some(self.finish_cycle(now));
@@ -406,7 +431,7 @@ impl Feeder {
             self.phase = Phase::Idle;
             return;
         };
-        let Some(res) = r.poll(self.queue.as_mut(), &self.pool, self.link.as_ref()) else {
+        let Some(res) = r.poll(&mut self.queue, &self.pool, self.link.as_ref()) else {
             return;
         };
         let (d, lap) = (self.cap, res.hand / self.cap);
@@ -430,8 +455,8 @@ impl Feeder {
         );
     }
 
-    /// Answers the reactors whose records are durable.
-    fn acks(&self, acks: Vec<(usize, u64)>) {
+    /// Answers the reactors whose records are durable (or `lost`).
+    fn acks(&self, acks: Vec<(usize, u64)>, lost: bool) {
         let mut per: HashMap<usize, Vec<u64>> = HashMap::new();
         for (from, token) in acks {
             per.entry(from).or_default().push(token);
@@ -442,6 +467,7 @@ impl Feeder {
                 L2Msg::Durable {
                     dev: self.dev,
                     tokens,
+                    lost,
                 },
             );
         }
@@ -454,21 +480,78 @@ impl Feeder {
             self.killed.insert(hash);
         }
         match &mut self.journal {
-            Some(j) => j.record(self.queue.as_mut(), hash, from, token),
+            Some(j) => j.record(&mut self.queue, hash, from, token),
             None if self.phase == Phase::Rebuilding => self.records.push((hash, from, token)),
-            None => self.acks(vec![(from, token)]),
+            None => self.acks(vec![(from, token)], false),
         }
+    }
+
+    /// Reads the device's first block to see whether it answers again
+    /// (an answer in time heals it, see `device::deadline`).
+    fn probe(&mut self) {
+        if self.probing.is_some() {
+            return;
+        }
+        let bs = self.placement.block_size;
+        let Some(buf) = self.pool.alloc(bs as usize) else {
+            return;
+        };
+        self.probing = Some(Instant::now());
+        self.counters.l2_probes += 1;
+        self.next_tag += 1;
+        let tag = (TAG_PROBE << journal::TAG_KIND_SHIFT)
+            | (self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1));
+        self.queue.submit(
+            tag,
+            IoOp::Read {
+                offset: 0,
+                len: bs,
+                buf,
+            },
+        );
+    }
+
+    /// A probe completed: in time, the device is healthy again.
+    fn probe_done(&mut self, c: Completion) {
+        let Some(since) = self.probing.take() else {
+            return;
+        };
+        if c.result.is_ok()
+            && since.elapsed() <= self.cfg.read_deadline
+            && self.shared.health.recovered()
+        {
+            self.counters.l2_degraded_recoveries += 1;
+            self.due = true;
+            log::info!(
+                "L2 device {} answers again; reads and feeding resume",
+                self.shared.info.name
+            );
+        }
+    }
+
+    /// Gives up on every request in flight and stops, at a shutdown past
+    /// its time limit. Returns how many requests were abandoned.
+    pub(crate) fn abandon(&mut self) -> usize {
+        let n = self.queue.abandon_all();
+        self.abort_picks();
+        self.writes.clear();
+        self.shared.writes_in_flight.store(0, Relaxed);
+        self.journal = None;
+        self.rebuild = None;
+        self.phase = Phase::Closed;
+        n
     }
 
     fn on_complete(&mut self, c: Completion) {
         match c.tag >> journal::TAG_KIND_SHIFT {
             0 => self.on_write_done(c),
+            TAG_PROBE => self.probe_done(c),
             TAG_REBUILD => match &mut self.rebuild {
                 Some(r) => r.on_read(c),
                 None => log::error!("L2 feeder {}: stray rebuild read", self.dev),
             },
             _ => match &mut self.journal {
-                Some(j) => j.on_complete(self.queue.as_mut(), c),
+                Some(j) => j.on_complete(&mut self.queue, c),
                 None => log::error!("L2 feeder {}: stray log completion", self.dev),
             },
         }
@@ -786,10 +869,19 @@ impl Feeder {
                 sectors: (len as u64 / L2_SECTOR) as u32,
             };
             if len == 0 {
-                // Only EMPTY blocks: nothing to write, but their log.
+                // Only EMPTY blocks: nothing to write, but their log, and a
+                // batch of no length at the hand, so that they leave the
+                // L2-only table when the hand comes round.
                 if let Some(j) = &mut self.journal {
-                    j.log_write(self.queue.as_mut(), write, &entries);
+                    j.log_write(&mut self.queue, write, &entries);
                 }
+                let at = self.data_offset + base;
+                let mut batch = Batch::new(at, at, logical, self.shards);
+                for (_, hash, _) in &blocks {
+                    batch.add(shard_of(*hash, self.shards), *hash);
+                    self.log_blocks += 1;
+                }
+                self.log.push_back(batch);
                 let done = blocks
                     .into_iter()
                     .map(|(i, h, l)| (i, h, Some(l)))
@@ -817,7 +909,7 @@ impl Feeder {
             // lands after its entries; an entry whose write never
             // completes fails its checksum when read.
             if let Some(j) = &mut self.journal {
-                j.log_write(self.queue.as_mut(), write, &entries);
+                j.log_write(&mut self.queue, write, &entries);
             }
             self.next_tag += 1;
             let tag = self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1);
@@ -850,6 +942,8 @@ impl Feeder {
         } else {
             self.cycle_failed += 1;
         }
+        // A write that timed out has its buffer held by the queue until
+        // the device lets go of it (`IoBuf::Held`).
         if let IoBuf::Write(buf) = c.buf {
             if ok {
                 self.counters.l2_writes_done += 1;

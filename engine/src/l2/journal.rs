@@ -32,6 +32,17 @@ use std::collections::{HashMap, VecDeque};
 /// Attempts of one log block write, flush or header write before the
 /// device's log is given up.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
+/// Attempts of one request that timed out before the log is given up: a
+/// device that does not answer would only pile up more requests.
+pub(crate) const MAX_TIMED_OUT_ATTEMPTS: u32 = 2;
+
+/// True when a request that failed with `e` at its `attempts`-th attempt
+/// is not tried again.
+fn give_up(e: &DeviceError, attempts: u32) -> bool {
+    attempts >= MAX_ATTEMPTS
+        || (matches!(e, DeviceError::TimedOut { .. }) && attempts >= MAX_TIMED_OUT_ATTEMPTS)
+}
+
 /// Log block writes in flight at most: the feeder's data writes share the
 /// queue.
 const LOG_WRITES_IN_FLIGHT: usize = 4;
@@ -63,6 +74,9 @@ enum Waiter {
 pub(crate) enum Event {
     /// These records are durable: (reactor, token).
     Durable(Vec<(usize, u64)>),
+    /// The log failed before these records were durable, and its header
+    /// is not known to be zeroed: a restart could resurrect their keys.
+    Lost(Vec<(usize, u64)>),
     /// The cycle's log is durable and the header written.
     CycleSynced,
     /// The evict position asked for is durable.
@@ -141,6 +155,9 @@ pub(crate) struct Journal {
     /// The next feed write's sequence number (for the header).
     pub next_write: u64,
     failed: bool,
+    /// After a failure: the zeroed header was written, so a restart
+    /// formats the device and records need no log.
+    zeroed: bool,
     next_tag: u64,
     events: Vec<Event>,
     /// Counters: log writes and bytes, flushes, header writes, records.
@@ -181,6 +198,7 @@ impl Journal {
             header_queue: Vec::new(),
             durable,
             failed: false,
+            zeroed: false,
             next_tag: 0,
             events: Vec::new(),
             counters: L2Counters::default(),
@@ -241,7 +259,7 @@ impl Journal {
     /// once the record is durable.
     pub(crate) fn record(&mut self, q: &mut dyn DeviceQueue, hash: u64, from: usize, token: u64) {
         if self.failed {
-            self.events.push(Event::Durable(vec![(from, token)]));
+            self.resolve(vec![Waiter::Record { from, token }]);
             return;
         }
         self.append(q, LogItem::Invalidate { hash });
@@ -436,11 +454,12 @@ impl Journal {
                 w.attempts -= 1;
                 self.sealed.push_front(w);
             }
-            Err(e) if w.attempts >= MAX_ATTEMPTS => {
+            Err(e) if give_up(&e, w.attempts) => {
                 self.counters.l2_log_write_errors += 1;
                 log::error!(
-                    "{}: log block write failed {MAX_ATTEMPTS} times ({e})",
-                    self.name
+                    "{}: log block write failed {} times ({e})",
+                    self.name,
+                    w.attempts
                 );
                 self.completed.extend(w.waiters);
                 self.fail(q);
@@ -470,8 +489,8 @@ impl Journal {
         if let Err(e) = c.result {
             let full = matches!(e, DeviceError::QueueFull { .. });
             self.counters.l2_log_write_errors += u64::from(!full);
-            if !full && f.attempts >= MAX_ATTEMPTS {
-                log::error!("{}: flush failed {MAX_ATTEMPTS} times ({e})", self.name);
+            if !full && give_up(&e, f.attempts) {
+                log::error!("{}: flush failed {} times ({e})", self.name, f.attempts);
                 self.completed.extend(f.waiters);
                 self.fail(q);
             } else {
@@ -505,7 +524,10 @@ impl Journal {
                 Waiter::Closed => self.events.push(Event::Closed),
             }
         }
-        if !acks.is_empty() {
+        if acks.is_empty() {
+        } else if self.failed && !self.zeroed {
+            self.events.push(Event::Lost(acks));
+        } else {
             self.counters.l2_record_commits += 1;
             self.events.push(Event::Durable(acks));
         }
@@ -588,6 +610,11 @@ impl Journal {
             }
             self.counters.l2_log_write_errors += 1;
             log::warn!("{}: header write failed ({e})", self.name);
+            let attempts = if give_up(&e, attempts) {
+                MAX_ATTEMPTS
+            } else {
+                attempts
+            };
             self.header_failed(q, why, attempts);
             return;
         }
@@ -597,7 +624,7 @@ impl Journal {
             HeaderWhy::Fence(e) => self.completed.push(Waiter::Fence(e)),
             // Closed once the clean header is durable.
             HeaderWhy::Close => self.completed.push(Waiter::Closed),
-            HeaderWhy::Poison => {}
+            HeaderWhy::Poison => self.zeroed = true,
         }
     }
 

@@ -32,6 +32,7 @@ pub(crate) mod rebuild;
 pub(crate) use msg::{L2Link, L2Msg};
 
 use crate::bufpool::{Buf, BufPool};
+use crate::device::deadline::{DeadlineQueue, Deadlines, Health};
 use crate::device::{BlockDevice, Completion, DeviceError, DeviceInfo, DeviceQueue, MAX_TICK};
 use crate::shard::Shard;
 use feeder::Feeder;
@@ -97,6 +98,18 @@ pub struct L2Config {
     /// formatted from now on (24 bytes per block: 1% holds the log of
     /// blocks of 2.4 KiB or more on the device). Default: 0.01.
     pub log_share: f64,
+    /// How long an L2 read may take before its fill is served from the
+    /// backing store instead (the L2 copy is kept; the late completion is
+    /// dropped). Default: 25 ms: a few ms above the read p99 of a busy
+    /// device (NVMe under load: 1–5 ms; a virtual disk: ~10 ms, see
+    /// docs/BENCHMARKS.md), and well under what a backing read costs when
+    /// the device is stuck for good.
+    pub read_deadline: Duration,
+    /// How long an L2 write or flush may take before it counts as failed.
+    /// Default: 2 s: above a flush on an SSD without power-loss protection
+    /// (tens to hundreds of ms), and short enough that an invalidation
+    /// waiting on a stuck device answers within seconds.
+    pub write_deadline: Duration,
 }
 
 /// What to do with what an L2 device holds at start-up.
@@ -134,6 +147,8 @@ impl Default for L2Config {
             persistent: true,
             start: L2Start::Resume,
             log_share: 0.01,
+            read_deadline: Duration::from_millis(25),
+            write_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -159,6 +174,9 @@ impl L2Config {
             if !(d.is_finite() && d > 0.0) {
                 return Err(format!("l2 dwpd {d} must be a positive number"));
             }
+        }
+        if self.read_deadline.is_zero() || self.write_deadline.is_zero() {
+            return Err("l2 read_deadline and write_deadline must be above zero".into());
         }
         if !(self.log_share > 0.0 && self.log_share <= 0.5) {
             return Err(format!(
@@ -207,6 +225,35 @@ pub struct L2Counters {
     pub l2_cksum_bad: u64,
     /// L2 reads that failed with an I/O error (served from the backing store).
     pub l2_io_error: u64,
+    /// L2 reads past `read_deadline` (served from the backing store; the
+    /// copy is kept).
+    pub l2_read_timeouts: u64,
+    /// L2 writes and flushes past `write_deadline` (failed).
+    pub l2_write_timeouts: u64,
+    /// Timed-out requests that completed later; their buffers were held
+    /// until then.
+    pub l2_late_completions: u64,
+    /// Requests that timed out and are still on a device (a gauge).
+    pub l2_io_held: u64,
+    /// Times a device was marked degraded (timeouts in a row).
+    pub l2_degraded_episodes: u64,
+    /// Times a degraded device answered again.
+    pub l2_degraded_recoveries: u64,
+    /// Devices degraded now, counted by their feeders (a gauge).
+    pub l2_degraded: u64,
+    /// Fills that skipped a degraded device's copy (served from the
+    /// backing store; the copy is kept).
+    pub l2_degraded_skips: u64,
+    /// Probe reads of degraded devices.
+    pub l2_probes: u64,
+    /// Fills that found no pool buffer for an L2 read or its unpacking
+    /// (served from the backing store; the copy is kept).
+    pub l2_read_lowmem: u64,
+    /// L2 reads refused by a full device queue (served from the backing
+    /// store; the copy is kept).
+    pub l2_queue_full: u64,
+    /// Requests in flight abandoned at a shutdown past its time limit.
+    pub l2_abandoned: u64,
     /// Blocks stored LZ4-compressed.
     pub l2_compress_successes: u64,
     /// Blocks stored raw because compression saved less than a sector.
@@ -289,6 +336,18 @@ impl L2Counters {
                 l2_abort_lowmem,
                 l2_cksum_bad,
                 l2_io_error,
+                l2_read_timeouts,
+                l2_write_timeouts,
+                l2_late_completions,
+                l2_io_held,
+                l2_degraded_episodes,
+                l2_degraded_recoveries,
+                l2_degraded,
+                l2_degraded_skips,
+                l2_probes,
+                l2_read_lowmem,
+                l2_queue_full,
+                l2_abandoned,
                 l2_compress_successes,
                 l2_compress_failures,
                 l2_compress_zeros,
@@ -321,6 +380,16 @@ impl L2Counters {
     }
 }
 
+/// Adds what a queue's deadlines did to `c`.
+pub(crate) fn add_deadlines(c: &mut L2Counters, q: &DeadlineQueue) {
+    let d = q.counters();
+    c.l2_read_timeouts += d.read_timeouts;
+    c.l2_write_timeouts += d.write_timeouts;
+    c.l2_late_completions += d.late;
+    c.l2_degraded_episodes += d.degraded;
+    c.l2_io_held += q.abandoned() as u64;
+}
+
 /// What every reactor knows of one L2 device.
 pub(crate) struct DevShared {
     pub device: Arc<dyn BlockDevice>,
@@ -329,6 +398,8 @@ pub(crate) struct DevShared {
     pub feeder: usize,
     /// Feed writes in flight (read by `norw`).
     pub writes_in_flight: AtomicUsize,
+    /// Whether it answers in time, shared by all its queues.
+    pub health: Arc<Health>,
     /// Its header as the engine found or wrote it, and whether its log
     /// is to be rebuilt.
     pub start: prepare::Prepared,
@@ -337,7 +408,27 @@ pub(crate) struct DevShared {
 /// One reactor's queue on one device.
 pub(crate) struct DevQueue {
     pub shared: Arc<DevShared>,
-    pub queue: Box<dyn DeviceQueue>,
+    pub queue: DeadlineQueue,
+}
+
+impl DevShared {
+    /// Opens a queue of `depth` on the device with deadlines `limits`,
+    /// registered with `pool`.
+    pub(crate) fn open_queue(
+        &self,
+        depth: usize,
+        limits: Deadlines,
+        pool: &BufPool,
+    ) -> Result<DeadlineQueue, DeviceError> {
+        let mut inner = self.device.open_queue(depth)?;
+        inner.register_pool(pool)?;
+        Ok(DeadlineQueue::new(
+            inner,
+            self.info.name.clone(),
+            limits,
+            self.health.clone(),
+        ))
+    }
 }
 
 /// A reactor's L2 state: its read queues and reads in flight, and the
@@ -360,8 +451,8 @@ pub(crate) struct L2 {
     /// Devices that keep a log, by index: an invalidation waits for each.
     persistent: Vec<u8>,
     /// Invalidations and replacements waiting for records to be durable:
-    /// token → devices still to answer.
-    awaiting: HashMap<u64, usize>,
+    /// token → devices still to answer, and a device whose log lost it.
+    awaiting: HashMap<u64, (usize, Option<u8>)>,
     next_token: u64,
     /// Devices whose rebuild has not told this shard it is over.
     rebuilding: usize,
@@ -412,8 +503,11 @@ impl L2 {
                     setup.max_block,
                 )?);
             }
-            let mut queue = shared.device.open_queue(setup.cfg.queue_depth)?;
-            queue.register_pool(pool)?;
+            let limits = Deadlines {
+                read: setup.cfg.read_deadline,
+                write: setup.cfg.write_deadline,
+            };
+            let queue = shared.open_queue(setup.cfg.queue_depth, limits, pool)?;
             devs.push(DevQueue { shared, queue });
         }
         Ok(L2 {
@@ -454,7 +548,7 @@ impl L2 {
         }
         self.next_token += 1;
         let token = self.next_token;
-        self.awaiting.insert(token, self.persistent.len());
+        self.awaiting.insert(token, (self.persistent.len(), None));
         for &dev in &self.persistent {
             let feeder = self.devs[usize::from(dev)].shared.feeder;
             self.link.send(
@@ -471,9 +565,14 @@ impl L2 {
     }
 
     /// Handles one message of the L2 protocol. `shard` is this reactor's.
-    /// Returns the tokens of [`L2::record_dead`] that are now durable on
-    /// every device.
-    pub(crate) fn handle(&mut self, msg: L2Msg, shard: &mut Shard<Buf>) -> Vec<u64> {
+    /// Returns the tokens of [`L2::record_dead`] that every device has
+    /// answered, each with the name of a device whose log failed before
+    /// the record was durable, if any.
+    pub(crate) fn handle(
+        &mut self,
+        msg: L2Msg,
+        shard: &mut Shard<Buf>,
+    ) -> Vec<(u64, Option<String>)> {
         let mut durable = Vec::new();
         match msg {
             L2Msg::Scan {
@@ -537,16 +636,22 @@ impl L2 {
                     f.record(hash, from, token);
                 }
             }
-            L2Msg::Durable { tokens, .. } => {
+            L2Msg::Durable { dev, tokens, lost } => {
                 for t in tokens {
-                    let Some(left) = self.awaiting.get_mut(&t) else {
+                    let Some((left, lost_on)) = self.awaiting.get_mut(&t) else {
                         log::error!("reactor {}: unknown record token {t}", self.me);
                         continue;
                     };
                     *left -= 1;
+                    if lost {
+                        *lost_on = Some(dev);
+                    }
                     if *left == 0 {
+                        let lost_on = *lost_on;
                         self.awaiting.remove(&t);
-                        durable.push(t);
+                        let name =
+                            lost_on.map(|d| self.devs[usize::from(d)].shared.info.name.clone());
+                        durable.push((t, name));
                     }
                 }
             }
@@ -616,6 +721,29 @@ impl L2 {
             c.add(&f.counters());
             c.l2_log_bytes += f.log_bytes();
         }
+        for d in &self.devs {
+            add_deadlines(&mut c, &d.queue);
+        }
         c
+    }
+
+    /// Gives up on every request in flight, at a shutdown past its time
+    /// limit: their buffers stay with the queues (see
+    /// [`DeadlineQueue::abandon_all`]), and the feeders stop.
+    pub(crate) fn abandon(&mut self) {
+        let mut n = 0;
+        for d in &mut self.devs {
+            n += d.queue.abandon_all();
+        }
+        for f in &mut self.feeders {
+            n += f.abandon();
+        }
+        self.counters.l2_abandoned += n as u64;
+        if n > 0 {
+            log::warn!(
+                "reactor {}: shutdown abandoned {n} L2 requests still on their devices",
+                self.me
+            );
+        }
     }
 }

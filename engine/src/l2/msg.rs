@@ -51,8 +51,13 @@ pub(crate) enum L2Msg {
         from: usize,
         token: u64,
     },
-    /// Feeder → shard: the records of these tokens are durable on `dev`.
-    Durable { dev: u8, tokens: Vec<u64> },
+    /// Feeder → shard: the records of these tokens are durable on `dev`,
+    /// or, with `lost`, `dev`'s log failed before they were.
+    Durable {
+        dev: u8,
+        tokens: Vec<u64>,
+        lost: bool,
+    },
     /// Feeder → shard: the rebuild of `dev` may bring up to `entries`
     /// entries to this shard (room is made for them at once).
     RebuildStart { dev: u8, entries: u64 },
@@ -73,7 +78,9 @@ impl std::fmt::Debug for L2Msg {
             L2Msg::Kick { dev } => write!(f, "L2Kick(dev {dev})"),
             L2Msg::Done { dev, entries } => write!(f, "L2Done(dev {dev}, {})", entries.len()),
             L2Msg::Record { dev, token, .. } => write!(f, "L2Record(dev {dev}, token {token})"),
-            L2Msg::Durable { dev, tokens } => write!(f, "L2Durable(dev {dev}, {})", tokens.len()),
+            L2Msg::Durable { dev, tokens, lost } => {
+                write!(f, "L2Durable(dev {dev}, {}, lost {lost})", tokens.len())
+            }
             L2Msg::Rebuilt { dev, items } => write!(f, "L2Rebuilt(dev {dev}, {})", items.len()),
             L2Msg::RebuildDone { dev } => write!(f, "L2RebuildDone(dev {dev})"),
             L2Msg::RebuildStart { dev, entries } => {

@@ -75,6 +75,11 @@ pub trait Host: Sized + 'static {
     fn finished(&self) -> bool;
     /// The loop's counters, kept by the host for its statistics.
     fn loop_counters(&mut self) -> &mut LoopCounters;
+    /// A message left in the ring when the reactor stopped: it will never
+    /// be handled. Default: dropped.
+    fn reject(&mut self, msg: Self::Msg) {
+        drop(msg);
+    }
 }
 
 /// A timer callback: gets the host and the scheduler; returns the delay
@@ -338,7 +343,10 @@ impl<H: Host> Reactor<H> {
                 }
             }
         }
-        mailbox.close_and_drain();
+        mailbox.close();
+        while let Some(m) = mailbox.pop() {
+            host.reject(m);
+        }
     }
 }
 

@@ -142,6 +142,11 @@ impl<T, U: Unpark> Mailbox<T, U> {
         self.state.fetch_and(!SLEEPING, SeqCst);
     }
 
+    /// True once the consumer has closed the ring.
+    pub fn is_closed(&self) -> bool {
+        self.state.load(SeqCst) & CLOSED != 0
+    }
+
     /// Consumer side: marks the ring closed. Messages pushed from now on
     /// are drained by their producers; the consumer drains the rest.
     pub fn close(&self) {

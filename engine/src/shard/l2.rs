@@ -14,7 +14,7 @@
 
 use super::header::{Flags, HeaderIdx, State};
 use super::{hash_key, table_hash, Shard};
-use crate::l2::format::{key_tag, L2Loc};
+use crate::l2::format::{key_tag, Encoding, L2Loc};
 use hashbrown::HashTable;
 
 /// An L2-only block: everything the read path needs, without the key.
@@ -228,8 +228,14 @@ impl<T: Clone> Shard<T> {
     /// that range). Whatever lies in the range goes, whichever key it is.
     pub fn l2_evict(&mut self, dev: u8, start: u64, end: u64, hashes: &[u32]) -> L2Evicted {
         let mut out = L2Evicted::default();
-        let in_range =
-            |l: &L2Loc| l.is_some() && l.dev() == dev && l.offset() >= start && l.offset() < end;
+        // An EMPTY block takes no room: it sits at the offset after the
+        // block before it, which is the batch's end when it comes last.
+        let in_range = |l: &L2Loc| {
+            l.is_some()
+                && l.dev() == dev
+                && l.offset() >= start
+                && (l.offset() < end || (l.offset() == end && l.encoding() == Encoding::Empty))
+        };
         for &hash in hashes {
             let th = table_hash(u64::from(hash));
             if let Ok(e) = self
