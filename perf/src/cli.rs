@@ -1,10 +1,11 @@
 //! The command line, and the TOML config file that takes the same keys.
 
-use crate::trace::Format;
-use crate::units::{parse_duration, parse_size};
+use crate::trace::{self, Format};
+use crate::units::{format_size, parse_duration, parse_size};
 use crate::workload::{Op, OpMix, Popularity, Workload};
 use clap::{Parser, ValueEnum};
-use std::time::Duration;
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// polarc's perf harness: run a cache workload or replay a trace, and
 /// report throughput, hit ratios per tier and latency per class.
@@ -162,6 +163,14 @@ pub struct Args {
     /// csv traces: skip the first line.
     #[arg(long)]
     pub csv_header: bool,
+    /// Most bytes of trace to read, after decompression; a longer trace is
+    /// an error.
+    #[arg(long, default_value = "8GiB", value_parser = parse_size)]
+    pub trace_max_bytes: u64,
+    /// Most accesses a trace may give (each takes 16 B of memory); more is
+    /// an error.
+    #[arg(long, default_value_t = trace::DEFAULT_MAX_ACCESSES)]
+    pub trace_max_accesses: u64,
 
     // --- report ---
     /// Write the report as JSON to this path (`-` for stdout); schema in
@@ -308,6 +317,72 @@ pub enum ArgError {
     /// foyer with a backing store it cannot use.
     #[error("--engine foyer supports --backing sim:LATENCY")]
     FoyerBacking,
+    /// Arithmetic on option values that does not fit: what was computed,
+    /// from which options.
+    #[error("{0} does not fit in 64 bits")]
+    Overflow(String),
+    /// A count above what the harness supports.
+    #[error("--{option} {value}: at most {max}")]
+    TooMany {
+        /// The option.
+        option: &'static str,
+        /// Its value.
+        value: u64,
+        /// The most it may be.
+        max: u64,
+    },
+    /// A run whose end is beyond the clock.
+    #[error("--duration {0:?}: the end of the run does not fit in the clock")]
+    Duration(Duration),
+    /// A core beyond `spdk_nvme_perf`'s core mask.
+    #[error(
+        "--cores: core {0} is beyond the 128 cores of spdk_nvme_perf's core mask \
+         (--spdk-perf-compare runs it on the first core listed)"
+    )]
+    CoreMask(usize),
+}
+
+/// Most reactors: the engine's limit.
+pub const MAX_REACTORS: usize = u16::MAX as usize;
+/// Most client threads.
+pub const MAX_CLIENTS: usize = 4096;
+/// Most requests in flight per client (or per reactor with --in-reactor).
+pub const MAX_QUEUE_DEPTH: usize = 65536;
+/// Cores are numbered below this (Linux's `CPU_SETSIZE`), and `--cores`
+/// lists at most this many.
+pub const MAX_CORES: usize = 1024;
+/// Largest config file.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// `x`, or an [`ArgError::Overflow`] saying what `what` is.
+fn fits<T>(x: Option<T>, what: impl FnOnce() -> String) -> Result<T, ArgError> {
+    x.ok_or_else(|| ArgError::Overflow(what()))
+}
+
+/// The engine's default buffer pool for an ARC of `arc` bytes: ARC × 1.5 +
+/// 32 MiB (`polarc::Config::effective_pool_capacity`), checked.
+fn default_pool(arc: u64) -> Option<u64> {
+    arc.checked_add(arc / 2)?.checked_add(32 << 20)
+}
+
+/// Room the engine adds to its default pool for `devices` L2 devices
+/// (`polarc::Config::pool_capacity_with_l2`), checked: per device,
+/// `writes` feed writes of `write_size` (at least `block`) and 8 MiB; then
+/// 16 MiB.
+fn l2_room(devices: u64, writes: u64, write_size: u64, block: u64) -> Option<u64> {
+    let per_device = writes
+        .checked_mul(write_size.max(block))?
+        .checked_add(8 << 20)?;
+    devices.checked_mul(per_device)?.checked_add(16 << 20)
+}
+
+/// `spdk_nvme_perf`'s `-c` core mask for `core`: `0x…` of a 128-bit mask.
+pub fn spdk_core_mask(core: usize) -> Result<String, ArgError> {
+    u32::try_from(core)
+        .ok()
+        .and_then(|c| 1u128.checked_shl(c))
+        .map(|m| format!("0x{m:x}"))
+        .ok_or(ArgError::CoreMask(core))
 }
 
 /// A config file that cannot be read.
@@ -323,6 +398,12 @@ pub enum ConfigError {
     /// It names another config file.
     #[error("a config file cannot name another")]
     Nested,
+    /// It is larger than [`MAX_CONFIG_BYTES`].
+    #[error("larger than {} (is it a config file?)", format_size(MAX_CONFIG_BYTES))]
+    TooLarge,
+    /// It sets `help` or `version`.
+    #[error("{0}: not an option a config file may set")]
+    NotAnOption(String),
     /// A value that is not a string, a number, a boolean or an array of
     /// those.
     #[error("{key}: unsupported value {value}")]
@@ -352,7 +433,141 @@ impl Args {
         if self.timeline_interval.is_zero() {
             return Err(ArgError::TimelineInterval);
         }
+        let too_many = |option, value: usize, max: usize| {
+            if value > max {
+                Err(ArgError::TooMany {
+                    option,
+                    value: value as u64,
+                    max: max as u64,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        too_many("reactors", self.reactors.unwrap_or(0), MAX_REACTORS)?;
+        too_many("clients", self.clients, MAX_CLIENTS)?;
+        too_many("queue-depth", self.queue_depth, MAX_QUEUE_DEPTH)?;
+        self.client_depth()?;
+        if let Some(d) = self.duration {
+            if Instant::now().checked_add(d).is_none() {
+                return Err(ArgError::Duration(d));
+            }
+        }
+        self.mapped_pool()?;
+        if self.bench_feed {
+            self.feed_arc()?;
+        }
+        if self.spdk_perf_compare {
+            if let Some(&c) = self.cores.as_ref().and_then(|c| c.0.first()) {
+                spdk_core_mask(c)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Requests in flight from all clients: `--clients` × `--queue-depth`.
+    pub fn client_depth(&self) -> Result<usize, ArgError> {
+        fits(self.clients.checked_mul(self.queue_depth), || {
+            format!(
+                "--clients {} × --queue-depth {}",
+                self.clients, self.queue_depth
+            )
+        })
+    }
+
+    /// Requests in flight from in-reactor jobs on `reactors` reactors:
+    /// `reactors` × `--queue-depth`.
+    pub fn reactor_depth(&self, reactors: usize) -> Result<usize, ArgError> {
+        fits(reactors.checked_mul(self.queue_depth), || {
+            format!("{reactors} reactors × --queue-depth {}", self.queue_depth)
+        })
+    }
+
+    /// The buffer pool the harness asks the engine for: `--pool`, or for
+    /// trace replay ARC × 3 + 64 MiB (with objects of many sizes, slabs
+    /// stay with the size classes that first took them); `None`: the
+    /// engine's default.
+    pub fn pool_capacity(&self) -> Result<Option<u64>, ArgError> {
+        if self.pool.is_some() || self.trace.is_none() {
+            return Ok(self.pool);
+        }
+        let p = self
+            .arc
+            .checked_mul(3)
+            .and_then(|x| x.checked_add(64 << 20));
+        fits(p, || {
+            format!(
+                "--arc {}: ARC × 3 + 64 MiB (the buffer pool for a trace)",
+                format_size(self.arc)
+            )
+        })
+        .map(Some)
+    }
+
+    /// The buffer pool the engine maps (`polarc::Config::pool_capacity_with_l2`
+    /// for `--l2`'s devices, checked): [`Args::pool_capacity`], else
+    /// ARC × 1.5 + 32 MiB and room for each device's feed writes.
+    pub fn mapped_pool(&self) -> Result<u64, ArgError> {
+        if let Some(p) = self.pool_capacity()? {
+            return Ok(p);
+        }
+        let base = fits(default_pool(self.arc), || {
+            format!(
+                "--arc {}: ARC × 1.5 + 32 MiB (the buffer pool)",
+                format_size(self.arc)
+            )
+        })?;
+        if self.l2.is_empty() {
+            return Ok(base);
+        }
+        let block = self.value_size.max.next_power_of_two().max(512) as u64;
+        let writes = polarc::L2Config::default().writes_in_flight as u64;
+        let room = l2_room(self.l2.len() as u64, writes, self.l2_write_size, block);
+        fits(room.and_then(|r| r.checked_add(base)), || {
+            format!(
+                "--arc {} with --l2-write-size {} on {} --l2 devices: the buffer pool \
+                 (ARC × 1.5 + 32 MiB, and {writes} feed writes + 8 MiB per device)",
+                format_size(self.arc),
+                format_size(self.l2_write_size),
+                self.l2.len()
+            )
+        })
+    }
+
+    /// `--bench-feed`'s ARC: `--keys` values of `--value-size` (its
+    /// largest), and a quarter more; its buffer pool (with one device and
+    /// 8 feed writes in flight) must fit too.
+    pub fn feed_arc(&self) -> Result<u64, ArgError> {
+        let value = self.value_size.max as u64;
+        let what = || {
+            format!(
+                "--keys {} × --value-size {}: the feed benchmark's ARC (× 1.25) and buffer pool",
+                self.keys,
+                format_size(value)
+            )
+        };
+        let data = fits(self.keys.checked_mul(value), what)?;
+        let arc = fits(data.checked_add(data / 4), what)?;
+        let block = value.next_power_of_two().max(512);
+        let pool = default_pool(arc)
+            .zip(l2_room(
+                1,
+                8,
+                polarc::L2Config::default().write_size as u64,
+                block,
+            ))
+            .and_then(|(p, r)| p.checked_add(r));
+        fits(pool, what)?;
+        Ok(arc)
+    }
+
+    /// The bounds on reading `--trace`.
+    pub fn trace_limits(&self) -> trace::Limits {
+        trace::Limits {
+            max_bytes: self.trace_max_bytes,
+            max_accesses: self.trace_max_accesses,
+            ..trace::Limits::default()
+        }
     }
 
     /// The synthetic workload these options describe.
@@ -441,20 +656,30 @@ fn parse_cores(s: &str) -> Result<CoreList, String> {
     let mut out = vec![];
     for part in s.split(',') {
         let num = |x: &str| {
-            x.trim()
+            let c = x
+                .trim()
                 .parse::<usize>()
-                .map_err(|_| format!("{x:?} is not a core number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("{part:?}: range is backwards"));
-                }
-                out.extend(a..=b);
+                .map_err(|_| format!("{x:?} is not a core number"))?;
+            if c >= MAX_CORES {
+                return Err(format!("core {c} is out of range (0-{})", MAX_CORES - 1));
             }
-            None => out.push(num(part)?),
+            Ok(c)
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let c = num(part)?;
+                (c, c)
+            }
+        };
+        if a > b {
+            return Err(format!("{part:?}: range is backwards"));
         }
+        // Both below MAX_CORES: no overflow.
+        if out.len() + (b - a + 1) > MAX_CORES {
+            return Err(format!("more than {MAX_CORES} cores listed"));
+        }
+        out.extend(a..=b);
     }
     Ok(CoreList(out))
 }
@@ -471,51 +696,81 @@ pub fn parse_from(argv: Vec<String>) -> Result<Args, clap::Error> {
     let Some(path) = &first.config else {
         return Ok(first);
     };
-    let from_file = config_args(path).map_err(|e| {
-        clap::Error::raw(
-            clap::error::ErrorKind::InvalidValue,
-            format!("--config {}: {e}\n", path.display()),
-        )
-    })?;
-    // The file's options first, so that the command line overrides them;
-    // a list option given on the command line replaces the file's.
+    let name = path.display().to_string();
+    let text = read_config(path).map_err(|e| config_error(&name, e))?;
+    parse_with_config(argv, &name, &text)
+}
+
+/// The error of a config file named `name`.
+fn config_error(name: &str, e: ConfigError) -> clap::Error {
+    clap::Error::raw(
+        clap::error::ErrorKind::InvalidValue,
+        format!("--config {name}: {e}\n"),
+    )
+}
+
+/// Reads a config file of at most [`MAX_CONFIG_BYTES`].
+fn read_config(path: &std::path::Path) -> Result<String, ConfigError> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge);
+    }
+    Ok(text)
+}
+
+/// The command line `argv` over the config file `text` (named `name` in
+/// errors): the file's options first, so that the command line overrides
+/// them; a list option given on the command line replaces the file's.
+/// Reads no file.
+pub fn parse_with_config(argv: Vec<String>, name: &str, text: &str) -> Result<Args, clap::Error> {
+    let from_file = parse_config_text(text).map_err(|e| config_error(name, e))?;
     let cli_lists: Vec<String> = argv
         .iter()
+        .skip(1)
         .filter_map(|a| {
             a.strip_prefix("--")
                 .map(|n| n.split('=').next().unwrap_or(n).to_string())
         })
         .collect();
-    let mut merged = vec![argv[0].clone()];
+    let mut merged = vec![argv
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "polarc-perf".into())];
     for (k, v) in from_file {
         if k == "l2" && cli_lists.iter().any(|c| c == "l2") {
             continue;
         }
-        merged.push(format!("--{k}"));
-        if let Some(v) = v {
-            merged.push(v);
-        }
+        // `--name=value`: a value is never taken for an option.
+        merged.push(match v {
+            Some(v) => format!("--{k}={v}"),
+            None => format!("--{k}"),
+        });
     }
     merged.extend(argv.into_iter().skip(1));
     Args::try_parse_from(merged).map_err(|e| {
         let msg = e.to_string();
-        clap::Error::raw(
-            e.kind(),
-            format!("(with --config {}) {msg}", path.display()),
-        )
+        clap::Error::raw(e.kind(), format!("(with --config {name}) {msg}"))
     })
 }
 
-/// The config file as command-line options: `(name, value)`; flags that
-/// are `true` have no value, `false` ones are left out.
-fn config_args(path: &std::path::Path) -> Result<Vec<(String, Option<String>)>, ConfigError> {
-    let text = std::fs::read_to_string(path)?;
+/// A config file's text as command-line options: `(name, value)`; flags
+/// that are `true` have no value, `false` ones are left out.
+pub fn parse_config_text(text: &str) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge);
+    }
     let table: toml::Table = text.parse()?;
     let mut out = vec![];
     for (k, v) in table {
         let name = k.replace('_', "-");
         if name == "config" {
             return Err(ConfigError::Nested);
+        }
+        if matches!(name.as_str(), "help" | "version" | "h" | "V") {
+            return Err(ConfigError::NotAnOption(k));
         }
         let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
             match v {
@@ -557,6 +812,206 @@ mod tests {
             let argv = vec!["polarc-perf".to_string(), "--config".into(), p.display().to_string()];
             let _ = parse_from(argv);
         }
+    }
+
+    proptest! {
+        /// Arbitrary config text, over the command line, then checked and
+        /// every derived size computed: errors or values; never a panic.
+        #[test]
+        fn config_text_and_checks_never_panic(
+            text in "[a-z_\\-=\\[\\]\"0-9., \n]{0,160}",
+            arc in prop::sample::select(vec!["48MiB", "15EiB", "16383PiB", "12297829382473034752"]),
+            trace in any::<bool>(),
+        ) {
+            let mut argv = vec!["polarc-perf".to_string(), "--arc".into(), arc.into()];
+            if trace {
+                argv.extend(["--trace".into(), "t.lis".into()]);
+            }
+            if let Ok(a) = parse_with_config(argv, "c.toml", &text) {
+                let _ = a.check();
+                let _ = a.pool_capacity();
+                let _ = a.mapped_pool();
+                let _ = a.feed_arc();
+                let _ = a.client_depth();
+                let _ = a.reactor_depth(usize::MAX);
+            }
+        }
+    }
+
+    /// The error of `check()` (or of parsing) for `v`.
+    fn check_err(v: &[&str]) -> String {
+        match args(v) {
+            Ok(a) => a.check().unwrap_err().to_string(),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn config_arithmetic_is_checked_and_names_the_option() {
+        let e = check_err(&["--arc", "15EiB", "--trace", "t.lis"]);
+        assert_eq!(
+            e,
+            "--arc 15EiB: ARC × 3 + 64 MiB (the buffer pool for a trace) does not fit in 64 bits"
+        );
+        // With --pool the trace's pool is not computed; the engine's
+        // default is not used either.
+        let a = args(&["--arc", "15EiB", "--trace", "t.lis", "--pool", "1GiB"]).unwrap();
+        assert_eq!(a.pool_capacity().unwrap(), Some(1 << 30));
+        assert_eq!(a.mapped_pool().unwrap(), 1 << 30);
+        let e = check_err(&["--arc", "15EiB", "--l2", "none"]);
+        assert_eq!(
+            e,
+            "--arc 15EiB: ARC × 1.5 + 32 MiB (the buffer pool) does not fit in 64 bits"
+        );
+        let e = check_err(&["--l2-write-size", "4EiB"]);
+        assert!(
+            e.starts_with(
+                "--arc 48MiB with --l2-write-size 4EiB on 1 --l2 devices: the buffer pool"
+            ) && e.ends_with("does not fit in 64 bits"),
+            "{e}"
+        );
+        let a = args(&["--arc", "1GiB", "--l2", "mem:1GiB", "--l2", "mem:1GiB"]).unwrap();
+        let want = polarc::Config {
+            arc_capacity: 1 << 30,
+            max_block_size: 4096,
+            ..polarc::Config::default()
+        }
+        .pool_capacity_with_l2(2);
+        assert_eq!(a.mapped_pool().unwrap(), want, "the engine's pool, checked");
+        let e = check_err(&[
+            "--bench-feed",
+            "--keys",
+            "4503599627370496",
+            "--l2",
+            "mem:1GiB",
+        ]);
+        assert_eq!(
+            e,
+            "--keys 4503599627370496 × --value-size 4KiB: the feed benchmark's ARC (× 1.25) \
+             and buffer pool does not fit in 64 bits"
+        );
+        let a = args(&["--keys", "1000", "--value-size", "1KiB"]).unwrap();
+        assert_eq!(a.feed_arc().unwrap(), 1250 * 1024);
+        let e = check_err(&["--arc", "16EiB"]);
+        assert!(e.contains("size \"16EiB\" is out of range"), "{e}");
+        let a = args(&["--clients", "4096", "--queue-depth", "65536"]).unwrap();
+        assert_eq!(a.client_depth().unwrap(), 1 << 28);
+        assert_eq!(
+            a.reactor_depth(usize::MAX).unwrap_err().to_string(),
+            format!(
+                "{} reactors × --queue-depth 65536 does not fit in 64 bits",
+                usize::MAX
+            )
+        );
+        let e = check_err(&["--duration", "18000000000000000000s"]);
+        assert!(
+            e.starts_with("--duration ")
+                && e.ends_with("the end of the run does not fit in the clock"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn counts_and_cores_are_bounded() {
+        assert_eq!(
+            check_err(&["--reactors", "65536"]),
+            "--reactors 65536: at most 65535"
+        );
+        assert_eq!(
+            check_err(&["--clients", "4097"]),
+            "--clients 4097: at most 4096"
+        );
+        assert_eq!(
+            check_err(&["--queue-depth", "18446744073709551615"]),
+            "--queue-depth 18446744073709551615: at most 65536"
+        );
+        assert!(check_err(&["--cores", "0-18446744073709551615"])
+            .contains("core 18446744073709551615 is out of range (0-1023)"));
+        assert!(check_err(&["--cores", "0-1023,0"]).contains("more than 1024 cores listed"));
+        assert_eq!(
+            args(&["--cores", "0-1023"]).unwrap().cores.unwrap().0.len(),
+            1024
+        );
+        assert_eq!(spdk_core_mask(0).unwrap(), "0x1");
+        assert_eq!(
+            spdk_core_mask(127).unwrap(),
+            format!("0x{:x}", 1u128 << 127)
+        );
+        for core in [128, 1 << 32, usize::MAX] {
+            assert!(matches!(spdk_core_mask(core), Err(ArgError::CoreMask(c)) if c == core));
+        }
+        let e = check_err(&["--spdk-perf-compare", "--cores", "200,1"]);
+        assert!(
+            e.starts_with("--cores: core 200 is beyond the 128 cores"),
+            "{e}"
+        );
+        args(&["--spdk-perf-compare", "--cores", "127,200"])
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+
+    #[test]
+    fn trace_limits_have_defaults_and_flags() {
+        let a = args(&[]).unwrap();
+        assert_eq!(a.trace_limits(), trace::Limits::default());
+        assert_eq!(a.trace_limits().max_bytes, 8 << 30);
+        let a = args(&["--trace-max-bytes", "64GiB", "--trace-max-accesses", "1000"]).unwrap();
+        let l = a.trace_limits();
+        assert_eq!(
+            (l.max_bytes, l.max_accesses, l.max_line),
+            (64 << 30, 1000, 64 << 10)
+        );
+        assert!(args(&["--trace-max-bytes", "lots"])
+            .unwrap_err()
+            .contains("lots"));
+    }
+
+    #[test]
+    fn hostile_config_files_are_errors() {
+        let cfg = |t: &str| parse_with_config(vec!["polarc-perf".into()], "c.toml", t);
+        let e = cfg("arc = \"15EiB\"\ntrace = \"t.lis\"\n")
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("--arc 15EiB: ARC × 3 + 64 MiB"),
+            "{e}"
+        );
+        // A value is never taken for an option.
+        let e = cfg("keys = \"--help\"\n").unwrap_err();
+        assert_ne!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(e.to_string().contains("--help"), "{e}");
+        for (text, needle) in [
+            ("help = true\n", "help: not an option a config file may set"),
+            ("keys = 99999999999999999999\n", "c.toml"),
+            ("arc = { a = 1 }\n", "unsupported value"),
+            ("l2 = [[\"mem:1GiB\"]]\n", "unsupported value"),
+            ("keys = -1\n", "-1"),
+            ("zipf = nan\n", ""),
+        ] {
+            match cfg(text) {
+                Err(e) => assert!(e.to_string().contains(needle), "{text:?}: {e}"),
+                Ok(a) => assert!(a.check().is_err(), "{text:?} passed"),
+            }
+        }
+        let huge = "#".repeat(MAX_CONFIG_BYTES as usize + 1);
+        assert!(matches!(
+            parse_config_text(&huge),
+            Err(ConfigError::TooLarge)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.toml");
+        std::fs::write(&p, &huge).unwrap();
+        let e = args(&["--config", p.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("larger than 1MiB"), "{e}");
+        assert_eq!(
+            parse_config_text("arc = \"1GiB\"\nl2-buffered = true\nsettle_l2 = false\n").unwrap(),
+            vec![
+                ("arc".to_string(), Some("1GiB".to_string())),
+                ("l2-buffered".to_string(), None)
+            ]
+        );
     }
 
     fn args(v: &[&str]) -> Result<Args, String> {

@@ -103,7 +103,7 @@ pub fn baseline(b: &HitBench, threads: usize) -> HitResult {
             for h in hs {
                 h.join().unwrap();
             }
-            (b.ops * threads as u64) as f64 / start.elapsed().as_secs_f64()
+            rate(b.ops, threads, start.elapsed().as_secs_f64())
         })
         .collect::<Vec<_>>();
     HitResult {
@@ -113,12 +113,30 @@ pub fn baseline(b: &HitBench, threads: usize) -> HitResult {
     }
 }
 
+/// `ops` per thread on `threads` threads in `secs`, per second (in f64:
+/// no product to overflow).
+fn rate(ops: u64, threads: usize, secs: f64) -> f64 {
+    ops as f64 * threads as f64 / secs
+}
+
+/// The ARC for `b`'s keys: twice their bytes, checked.
+fn arc_for(b: &HitBench) -> Result<u64, polarc::Error> {
+    (b.block as u64)
+        .checked_mul(b.keys)
+        .and_then(|x| x.checked_mul(2))
+        .ok_or_else(|| {
+            polarc::Error::Config(format!(
+                "--bench-hits: {} keys × {} B × 2 (the ARC) does not fit in 64 bits",
+                b.keys, b.block
+            ))
+        })
+}
+
 fn preloaded_engine(b: &HitBench, reactors: usize) -> Result<Engine, polarc::Error> {
-    let bytes = b.keys * b.block as u64;
     let e = Engine::builder()
         .reactors(reactors)
         .idle(IdleStrategy::Busy)
-        .arc_capacity(bytes * 2)
+        .arc_capacity(arc_for(b)?)
         .max_block_size(b.block.next_power_of_two())
         .build()?;
     let data = vec![7u8; b.block];
@@ -206,4 +224,23 @@ pub fn client(b: &HitBench) -> Result<(HitResult, Duration, Duration), polarc::E
         Duration::from_nanos(h.value_at_quantile(0.5)),
         Duration::from_nanos(h.value_at_quantile(0.99)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_sizes_are_errors_not_overflows() {
+        assert_eq!(rate(u64::MAX, 2, 1.0), u64::MAX as f64 * 2.0);
+        let b = HitBench {
+            keys: u64::MAX / 4096 + 1,
+            ..HitBench::default()
+        };
+        assert!(arc_for(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("does not fit in 64 bits"));
+        assert_eq!(arc_for(&HitBench::default()).unwrap(), 128 << 20);
+    }
 }

@@ -1,5 +1,6 @@
 //! SPDK for the harness (feature `spdk`): `--l2 spdk:…` devices and `spdk_nvme_perf`.
 
+use crate::cli::{spdk_core_mask, ArgError};
 use crate::procfs::free_hugepages_mb;
 use crate::units::{parse_size, UnitError};
 use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
@@ -28,6 +29,9 @@ pub enum SpdkError {
     /// The size of `spdk:nvmf:SIZE` does not parse.
     #[error(transparent)]
     Size(#[from] UnitError),
+    /// An option SPDK cannot take (a core beyond its core mask).
+    #[error(transparent)]
+    Args(#[from] ArgError),
     /// SPDK's environment, a transport ID or a controller failed.
     #[error(transparent)]
     Driver(#[from] DeviceError),
@@ -153,8 +157,10 @@ fn start_env(cores: &[usize], dma_mb: u32) -> Result<Option<String>, SpdkError> 
 }
 
 /// Runs SPDK's `spdk_nvme_perf`, 4 KiB random reads for 10 s at queue
-/// depth `depth` on `core`, against `trid`; returns its IOPS.
+/// depth `depth` on `core` (below 128: its core mask), against `trid`;
+/// returns its IOPS.
 pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, SpdkError> {
+    let mask = spdk_core_mask(core)?;
     let bin =
         polarc::testing::nvmf_target::spdk_bin("spdk_nvme_perf").ok_or(SpdkError::NoNvmePerf)?;
     let mut cmd = std::process::Command::new(&bin);
@@ -168,7 +174,7 @@ pub fn nvme_perf(trid: &str, depth: usize, core: usize) -> Result<f64, SpdkError
         "-t",
         "10",
     ])
-    .args(["-c", &format!("0x{:x}", 1u128 << core)])
+    .args(["-c", &mask])
     .args(["-r", trid]);
     if free_hugepages_mb() < 1024 {
         cmd.args(["--no-huge", "-s", "1024"]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum UnitError {
     /// A size with a suffix that is not a unit.
-    #[error("size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB or TiB)")]
+    #[error("size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB, PiB or EiB)")]
     SizeUnit {
         /// What was given.
         input: String,
@@ -49,16 +49,19 @@ fn number_and_unit(s: &str) -> (&str, &str) {
     (num, unit.trim())
 }
 
-/// Parses a byte size with an optional suffix: B, KiB, MiB, GiB, TiB
-/// (binary) or K, M, G, T (also binary), case-insensitive.
+/// Parses a byte size with an optional suffix: B, KiB, MiB, GiB, TiB, PiB,
+/// EiB (binary) or K, M, G, T, P, E (also binary), case-insensitive. Whole
+/// numbers are exact; a size beyond `u64` is an error, never a wrap.
 pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let (num, unit) = number_and_unit(s);
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        "t" | "tib" | "tb" => 1 << 40,
+    let shift: u32 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        "p" | "pib" | "pb" => 50,
+        "e" | "eib" | "eb" => 60,
         u => {
             return Err(UnitError::SizeUnit {
                 input: s.into(),
@@ -66,12 +69,30 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
             })
         }
     };
+    let range = || UnitError::SizeRange(s.into());
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(1 << shift).ok_or_else(range);
+    }
     let n: f64 = num.parse().map_err(|_| UnitError::SizeNumber(s.into()))?;
-    let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(UnitError::SizeRange(s.into()));
+    let bytes = n * (1u64 << shift) as f64;
+    // 2^64 itself is out of range (`u64::MAX as f64` rounds up to it).
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(range());
     }
     Ok(bytes as u64)
+}
+
+/// A size as [`parse_size`] reads it back: the largest binary unit that
+/// divides it, e.g. `8GiB`, `1536KiB`, `100B`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    for (i, u) in UNITS.iter().enumerate().rev() {
+        let shift = 10 * (i as u32 + 1);
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{u}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
 }
 
 /// Parses a duration: a number with ns, us, ms or s.
@@ -110,6 +131,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown unit"));
+        assert_eq!(parse_size("15EiB").unwrap(), 15 << 60);
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
+        for big in [
+            "16EiB",
+            "18446744073709551616",
+            "16384PiB",
+            "17179869184GiB",
+        ] {
+            assert_eq!(
+                parse_size(big).unwrap_err().to_string(),
+                format!("size {big:?} is out of range")
+            );
+        }
+        for (b, s) in [
+            (8u64 << 30, "8GiB"),
+            (1536 << 10, "1536KiB"),
+            (100, "100B"),
+            (0, "0B"),
+            (15 << 60, "15EiB"),
+            (u64::MAX, "18446744073709551615B"),
+        ] {
+            assert_eq!(format_size(b), s);
+            assert_eq!(parse_size(s).unwrap(), b);
+        }
         assert!(parse_size("MiB")
             .unwrap_err()
             .to_string()

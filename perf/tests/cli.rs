@@ -158,6 +158,36 @@ fn bad_input_exits_non_zero_with_a_message_and_no_panic() {
         ),
         (&["--l2", "mem:1KiB"], "too small"),
         (&["--bogus"], "--bogus"),
+        (
+            &["--arc", "15EiB", "--trace", "t.lis", "--l2", "none"],
+            "--arc 15EiB: ARC × 3 + 64 MiB (the buffer pool for a trace) does not fit in 64 bits",
+        ),
+        (&["--arc", "15EiB"], "--arc 15EiB: ARC × 1.5 + 32 MiB"),
+        (&["--arc", "16EiB"], "out of range"),
+        (
+            &[
+                "--bench-feed",
+                "--l2",
+                "mem:64MiB",
+                "--keys",
+                "9007199254740992",
+            ],
+            "--keys 9007199254740992 × --value-size 4KiB",
+        ),
+        (
+            &["--queue-depth", "1000000000000"],
+            "--queue-depth 1000000000000: at most",
+        ),
+        (
+            &["--reactors", "100000"],
+            "--reactors 100000: at most 65535",
+        ),
+        (&["--cores", "0-99999999999"], "out of range"),
+        (&["--duration", "18000000000000000000s"], "--duration"),
+        (
+            &["--spdk-perf-compare", "--cores", "128"],
+            "--cores: core 128 is beyond",
+        ),
     ];
     for (args, needle) in cases {
         let o = perf(args);
@@ -197,6 +227,19 @@ fn malformed_traces_name_the_file_and_the_line_or_record() {
             "keys",
             "has no accesses".into(),
         ),
+        (
+            write(
+                "long.lis",
+                &[b"1 1 0 0\n".as_slice(), &[b'7'; 100_000]].concat(),
+            ),
+            "lis",
+            "long.lis:2: line longer than 65536 bytes".into(),
+        ),
+        (
+            write("huge.lis", b"0 1048577 0 0\n"),
+            "lis",
+            "huge.lis:1: block count 1048577 exceeds 1048576".into(),
+        ),
     ];
     for (p, format, needle) in cases {
         let ps = p.to_str().unwrap();
@@ -215,6 +258,42 @@ fn malformed_traces_name_the_file_and_the_line_or_record() {
         assert!(t.contains(&needle), "{ps}: want {needle:?} in {t}");
         assert!(!t.contains("panicked"), "{t}");
     }
+}
+
+/// `--trace-max-bytes` and `--trace-max-accesses` bound a trace; going
+/// past them is an error naming the file and the flag.
+#[test]
+fn trace_limits_are_errors_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.lis.zst");
+    let lines = "1 8 0 0\n".repeat(4096);
+    std::fs::write(&p, zstd::encode_all(lines.as_bytes(), 3).unwrap()).unwrap();
+    let ps = p.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--trace", ps, "--l2", "none", "--reactors", "1"];
+        a.extend(extra);
+        perf(&a)
+    };
+    let o = run(&["--trace-max-bytes", "16KiB"]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{ps}: more than 16KiB of trace data after decompression \
+             (raise the limit with --trace-max-bytes SIZE)"
+        )),
+        "{t}"
+    );
+    let o = run(&["--trace-max-accesses", "1000"]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{ps}:126: more than 1000 accesses (raise the limit with --trace-max-accesses N)"
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
 }
 
 fn traces() -> Option<PathBuf> {

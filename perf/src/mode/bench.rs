@@ -66,16 +66,17 @@ pub fn feed(a: &Args) -> Result<(), Error> {
         a.l2.iter()
             .find(|s| !matches!(s.as_str(), "none" | "auto"))
             .ok_or(ArgError::FeedNeedsL2)?;
-    let mut opened = devices::open(spec, &engine::open_options(a))?;
+    // --keys × --value-size × 1.25, checked.
+    let arc = a.feed_arc()?;
+    let mut opened = devices::open(spec, &engine::open_options(a)?)?;
     let dev = opened.remove(0);
     // A local target (spdk:nvmf:) lives until the benchmark is over.
     let _guard = dev.guard;
-    let data = a.keys * value as u64;
     // Feeding starts 2 s after start-up: by then every block is inserted,
     // and the feeder runs alone.
     let e = Engine::builder()
         .reactors(1)
-        .arc_capacity(data + data / 4)
+        .arc_capacity(arc)
         .max_block_size(value.next_power_of_two().max(512))
         .l2_device_arc(dev.device)
         .l2_config(polarc::L2Config {

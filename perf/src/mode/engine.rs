@@ -39,7 +39,7 @@ impl L2 {
     /// directory.
     pub fn open(a: &Args) -> Result<L2, Error> {
         let mut l2 = L2 {
-            open: open_options(a),
+            open: open_options(a)?,
             devices: vec![],
             names: vec![],
             notes: vec![],
@@ -120,7 +120,7 @@ pub fn build(a: &Args, mut b: EngineBuilder, l2: &mut L2) -> Result<Engine, Erro
     if let Some(r) = a.reactors {
         b = b.reactors(r);
     }
-    if let Some(p) = pool_capacity(a) {
+    if let Some(p) = a.pool_capacity()? {
         b = b.pool_capacity(p);
     }
     if let Some(c) = &a.cores {
@@ -241,16 +241,10 @@ pub fn finish(
     Ok(())
 }
 
-/// `--pool`, or for trace replay ARC × 3 + 64 MiB: with objects of many
-/// sizes, slabs stay with the size classes that first took them.
-fn pool_capacity(a: &Args) -> Option<u64> {
-    a.pool
-        .or_else(|| a.trace.is_some().then_some(a.arc * 3 + (64 << 20)))
-}
-
 /// How `--l2` devices are opened: I/O mode, and for SPDK the reactors'
 /// cores and the DMA memory the buffer pool needs (plus room for SPDK).
-pub fn open_options(a: &Args) -> OpenOptions {
+pub fn open_options(a: &Args) -> Result<OpenOptions, Error> {
+    // At most MAX_REACTORS (Args::check).
     let n = a
         .reactors
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -259,20 +253,10 @@ pub fn open_options(a: &Args) -> OpenOptions {
         None => (0..n).collect(),
     };
     // The pool the engine will map (SPDK must provide it as DMA memory).
-    let cfg = polarc::Config {
-        arc_capacity: a.arc,
-        pool_capacity: pool_capacity(a),
-        max_block_size: a.value_size.max.next_power_of_two().max(512),
-        l2: polarc::L2Config {
-            write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
-            ..polarc::L2Config::default()
-        },
-        ..polarc::Config::default()
-    };
-    let pool = cfg.pool_capacity_with_l2(a.l2.len());
-    OpenOptions {
+    let pool = a.mapped_pool()?;
+    Ok(OpenOptions {
         direct: !a.l2_buffered,
         cores,
         dma_mb: u32::try_from((pool >> 20) + 256).unwrap_or(u32::MAX),
-    }
+    })
 }

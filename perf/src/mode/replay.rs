@@ -52,7 +52,7 @@ fn load(a: &Args, path: &Path) -> Result<(Vec<Access>, usize), Error> {
         default_size: u32::try_from(a.value_size.max).unwrap_or(u32::MAX),
     };
     eprintln!("reading {} ...", path.display());
-    let t = trace::read_all_with(path, a.trace_format, &o)?;
+    let t = trace::read_all_with(path, a.trace_format, &o, &a.trace_limits())?;
     if t.is_empty() {
         return Err(Error::EmptyTrace(path.into()));
     }

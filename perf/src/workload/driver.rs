@@ -139,7 +139,10 @@ fn measure_clients(
     let m = Measure::begin(e);
     let start = m.start;
     let (until, total) = match w.duration {
-        Some(d) => (Until::Time(start + d), d.as_millis() as u64),
+        Some(d) => (
+            Until::Time(start.checked_add(d).ok_or(Error::Duration(d))?),
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        ),
         None => (Until::Ops(w.ops), w.ops),
     };
     let timed = w.duration.is_some();
@@ -280,8 +283,10 @@ impl Plan {
     }
 
     fn next(&self, rng: &mut SmallRng, client: u64, issued: u64) -> (u64, Op) {
-        let clients = self.w.clients as u64;
-        let scan = (client + issued * clients) % self.w.keys.max(1);
+        // The clients take turns along the scan; in u128, as `issued`
+        // may grow without bound in a timed phase.
+        let pos = u128::from(client) + u128::from(issued) * self.w.clients as u128;
+        let scan = (pos % u128::from(self.w.keys.max(1))) as u64;
         if self.kind == Kind::Sequential {
             return (scan, Op::Read);
         }
@@ -315,12 +320,15 @@ fn phase(
     let plan = Arc::new(plan);
     let live = Arc::new(Live::default());
     let started = Instant::now();
-    let handles: Vec<_> = (0..plan.w.clients)
+    let handles = (0..plan.w.clients)
         .map(|c| {
             let (e, plan, live) = (e.clone(), plan.clone(), live.clone());
-            std::thread::spawn(move || client(&e, &plan, &live, c as u64, until, seed, started))
+            std::thread::Builder::new()
+                .name(format!("client {c}"))
+                .spawn(move || client(&e, &plan, &live, c as u64, until, seed, started))
+                .map_err(Error::Spawn)
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     let timeline = watch(&handles, &live, progress, tick);
     let mut total = histograms();
     let mut errors = 0;
@@ -477,7 +485,8 @@ fn client(
                     live.done[c].fetch_add(1, Relaxed);
                     let in_first = match first_until {
                         Some(u) => Instant::now() < u,
-                        None => completed * 10 <= per_client,
+                        // completed × 10 <= per_client, without overflow.
+                        None => completed <= per_client / 10,
                     };
                     if in_first {
                         first[c] += 1;

@@ -20,6 +20,12 @@ pub enum Error {
         /// Why the distribution refused it.
         source: rand_distr::ZipfError,
     },
+    /// `--duration` past the end of the clock.
+    #[error("--duration {0:?}: the end of the run does not fit in the clock")]
+    Duration(std::time::Duration),
+    /// A client thread could not be started.
+    #[error("cannot start a client thread (--clients): {0}")]
+    Spawn(#[source] std::io::Error),
     /// A client thread panicked.
     #[error("a client thread panicked")]
     ClientPanicked,

@@ -90,6 +90,7 @@ pub fn run(a: &Args) -> Result<(), Error> {
         .build()
         .map_err(PeerError::from)?;
     let direct = !a.l2_buffered;
+    let depth = a.client_depth()?;
     let w = a.workload();
     let sampler = Arc::new(KeySampler::new(&w)?);
     let io = std::env::var("POLARC_FOYER_IO").unwrap_or_else(|_| "uring".into());
@@ -120,7 +121,6 @@ pub fn run(a: &Args) -> Result<(), Error> {
             .build()
             .await?;
         let cache = Arc::new(cache);
-        let depth = a.clients * a.queue_depth;
         phase(&cache, &store, &sampler, depth, w.warmup_ops, 1, "warm-up").await?;
         let cpu0 = procfs::cpu_seconds();
         let start = Instant::now();

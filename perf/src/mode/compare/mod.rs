@@ -94,7 +94,7 @@ fn fio_compare(a: &Args, r: &Report, s: &Stats) -> Result<Value, Error> {
         Some(("uring", p)) => p.to_string(),
         _ => return Err(ArgError::FioNeedsFile.into()),
     };
-    let depth = total_depth(a, s);
+    let depth = total_depth(a, s)?;
     let size = s.l2.l2_write_bytes.max(64 << 20).next_multiple_of(1 << 20);
     let out = std::process::Command::new("fio")
         .args([
@@ -134,7 +134,7 @@ fn spdk_perf_compare(
     #[cfg(feature = "spdk")]
     {
         let trid = trids.first().ok_or(ArgError::SpdkPerfNeedsSpdk)?;
-        let depth = total_depth(a, s);
+        let depth = total_depth(a, s)?;
         let core = o.cores[0];
         let iops = polarc_perf::spdk::nvme_perf(trid, depth, core).map_err(CompareError::from)?;
         let what = format!("spdk_nvme_perf 4K randread, QD {depth}, core {core}");
@@ -150,11 +150,11 @@ fn spdk_perf_compare(
 }
 
 /// Requests in flight over the whole run: jobs × depth, or clients × depth.
-fn total_depth(a: &Args, s: &Stats) -> usize {
+fn total_depth(a: &Args, s: &Stats) -> Result<usize, ArgError> {
     if a.in_reactor {
-        s.reactors.len() * a.queue_depth
+        a.reactor_depth(s.reactors.len())
     } else {
-        a.clients * a.queue_depth
+        a.client_depth()
     }
 }
 
