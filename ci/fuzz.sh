@@ -13,7 +13,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "skipped: fuzzing needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)"
     exit 0
 fi
-for t in device_header log_block lz4_unpack; do
+for t in device_header log_block lz4_unpack trace_lis trace_csv trace_oracle config_file; do
     echo "== fuzz $t for ${seconds}s"
     cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=8192 2>&1 | grep -E '^Done|ERROR|panicked' || true
     if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then

@@ -118,6 +118,9 @@ fn main() {
         .allowlist_function("spdk_vtophys")
         .allowlist_function("spdk_pci_addr_(parse|fmt)")
         .allowlist_function("spdk_log_set_(level|print_level)")
+        .allowlist_function("spdk_log_open")
+        // To format SPDK's log lines (their arguments come as a va_list).
+        .allowlist_function("vsnprintf")
         .allowlist_type("spdk_nvme_.*")
         .allowlist_type("spdk_env_opts")
         .allowlist_var("SPDK_(MALLOC|ENV|NVME|MEMPOOL)_.*")

@@ -3,3 +3,4 @@
 #include <spdk/nvme.h>
 #include <spdk/log.h>
 #include <spdk/version.h>
+#include <stdio.h>

@@ -151,6 +151,7 @@ impl Config {
                 ));
             }
         }
+        self.effective_pool_capacity()?;
         let online = core_affinity::get_core_ids().map_or(0, |c| c.len());
         if let Some(cores) = &self.cores {
             if cores.len() < self.reactors {
@@ -175,25 +176,44 @@ impl Config {
         Ok(())
     }
 
-    /// The buffer pool size this configuration asks for.
-    pub fn effective_pool_capacity(&self) -> u64 {
-        self.pool_capacity
-            .unwrap_or(self.arc_capacity + self.arc_capacity / 2 + (32 << 20))
+    /// The buffer pool size this configuration asks for; an error naming
+    /// the option when it does not fit in 64 bits.
+    pub fn effective_pool_capacity(&self) -> Result<u64> {
+        if let Some(p) = self.pool_capacity {
+            return Ok(p);
+        }
+        let a = self.arc_capacity;
+        a.checked_add(a / 2)
+            .and_then(|p| p.checked_add(32 << 20))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "arc_capacity {a}: the buffer pool it asks for (x 1.5 + 32 MiB) does not fit in 64 bits"
+                ))
+            })
     }
 
     /// The pool the engine maps with `l2_devices` L2 devices: an explicit
     /// `pool_capacity`, else [`Config::effective_pool_capacity`] plus room
     /// for each device's feed writes in flight and for L2 reads in flight.
-    pub fn pool_capacity_with_l2(&self, l2_devices: usize) -> u64 {
-        let base = self.effective_pool_capacity();
+    pub fn pool_capacity_with_l2(&self, l2_devices: usize) -> Result<u64> {
+        let base = self.effective_pool_capacity()?;
         if self.pool_capacity.is_some() || l2_devices == 0 {
-            return base;
+            return Ok(base);
         }
         let c = &self.l2;
         // Per device: its feed writes, and its log and rebuild reads.
-        let per_device =
-            (c.writes_in_flight * c.write_size.max(self.max_block_size)) as u64 + (8 << 20);
-        base + l2_devices as u64 * per_device + (16 << 20)
+        (c.writes_in_flight as u64)
+            .checked_mul(c.write_size.max(self.max_block_size) as u64)
+            .and_then(|w| w.checked_add(8 << 20))
+            .and_then(|d| d.checked_mul(l2_devices as u64))
+            .and_then(|d| d.checked_add(base))
+            .and_then(|p| p.checked_add(16 << 20))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "l2 writes_in_flight {} x write_size {} on {l2_devices} devices: the buffer pool does not fit in 64 bits",
+                    c.writes_in_flight, c.write_size
+                ))
+            })
     }
 }
 
@@ -227,6 +247,7 @@ mod tests {
         check(|c| c.message_batch = 0, "message_batch");
         check(|c| c.backing_timeout = Duration::ZERO, "backing_timeout");
         check(|c| c.max_in_flight = 0, "max_in_flight");
+        check(|c| c.arc_capacity = u64::MAX, "does not fit in 64 bits");
         check(
             |c| {
                 c.pinning = Pinning::Required;

@@ -189,7 +189,7 @@ impl EngineBuilder {
         let n = cfg.reactors;
         let startup = |e: std::io::Error| Error::Startup(Arc::new(e));
         let l2_devices = check_l2_devices(&cfg, self.l2_devices)?;
-        let pool_bytes = cfg.pool_capacity_with_l2(l2_devices.len());
+        let pool_bytes = cfg.pool_capacity_with_l2(l2_devices.len())?;
         let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
         // Feed writes are pool buffers too: the classes reach the write size.

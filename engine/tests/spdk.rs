@@ -16,7 +16,7 @@ fn spdk_tests() {
 mod with_spdk {
     use polarc::bufpool::BufPool;
     use polarc::device::spdk::{init_env, SpdkDevice, SpdkEnvOptions, SpdkTarget};
-    use polarc::device::BlockDevice;
+    use polarc::device::{BlockDevice, DeviceError};
     use polarc::testing::fixtures::{self as common, l2_value as value};
     use polarc::testing::nvmf_target::NvmfTarget;
     use polarc::Engine;
@@ -37,6 +37,7 @@ mod with_spdk {
             mem_size_mb: Some(1024),
             no_huge: true,
             no_pci: true,
+            ..SpdkEnvOptions::default()
         })
         .expect("SPDK environment");
     }
@@ -80,7 +81,15 @@ mod with_spdk {
         ))
         .unwrap();
         let e = SpdkDevice::connect(&tgt).unwrap_err();
-        assert!(e.to_string().contains("could not connect"), "{e}");
+        let msg = e.to_string();
+        assert!(
+            matches!(e, DeviceError::Unreachable { .. }) && msg.contains("could not be connected"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&port.to_string()) && !msg.contains('\n'),
+            "{msg}"
+        );
     }
 
     fn engine(dev: SpdkDevice) -> (Engine, Arc<AtomicU64>) {

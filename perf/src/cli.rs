@@ -876,7 +876,8 @@ mod tests {
             max_block_size: 4096,
             ..polarc::Config::default()
         }
-        .pool_capacity_with_l2(2);
+        .pool_capacity_with_l2(2)
+        .unwrap();
         assert_eq!(a.mapped_pool().unwrap(), want, "the engine's pool, checked");
         let e = check_err(&[
             "--bench-feed",

@@ -136,6 +136,17 @@ fn target_core(reactor_cores: &[usize]) -> usize {
         .unwrap_or(0)
 }
 
+/// How much of SPDK's own log to show: `POLARC_SPDK_LOG` (off, error,
+/// warn, info, debug, trace; default off: failures reach the user as one
+/// error line each). The lines go through the harness's log, so
+/// `RUST_LOG` must let them through too (it shows warnings by default).
+fn spdk_log_level() -> log::LevelFilter {
+    std::env::var("POLARC_SPDK_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(log::LevelFilter::Off)
+}
+
 /// Starts SPDK's environment (once, with the first device): hugepages when
 /// enough are free, else normal pages (`--no-huge`); returns the fallback
 /// note, if any, which the run prints.
@@ -148,6 +159,7 @@ fn start_env(cores: &[usize], dma_mb: u32) -> Result<Option<String>, SpdkError> 
         mem_size_mb: Some(dma_mb),
         no_huge,
         no_pci: false,
+        log_level: spdk_log_level(),
     })?;
     Ok(no_huge.then(|| {
         format!(

@@ -20,17 +20,23 @@ impl MemDevice {
     /// A zeroed device of `capacity` bytes with `block_size`-byte blocks.
     pub fn new(capacity: u64, block_size: u32) -> Result<Self, DeviceError> {
         if !block_size.is_power_of_two() || block_size < 512 {
-            return Err(DeviceError::Unsupported(format!(
-                "block size {block_size}: must be a power of two >= 512"
-            )));
+            return Err(DeviceError::Invalid {
+                device: format!("mem:{capacity}"),
+                reason: format!("block size {block_size}: must be a power of two >= 512"),
+            });
         }
         if capacity == 0 || capacity % u64::from(block_size) != 0 {
-            return Err(DeviceError::Unsupported(format!(
-                "capacity {capacity}: must be a non-zero multiple of the block size {block_size}"
-            )));
+            return Err(DeviceError::Invalid {
+                device: format!("mem:{capacity}"),
+                reason: format!(
+                    "capacity {capacity}: must be a non-zero multiple of the block size {block_size}"
+                ),
+            });
         }
-        let len = usize::try_from(capacity)
-            .map_err(|_| DeviceError::Unsupported("capacity too large".into()))?;
+        let len = usize::try_from(capacity).map_err(|_| DeviceError::Invalid {
+            device: format!("mem:{capacity}"),
+            reason: "capacity too large for this machine's address space".into(),
+        })?;
         Ok(MemDevice {
             info: DeviceInfo {
                 name: format!("mem:{capacity}"),

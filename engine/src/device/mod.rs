@@ -76,9 +76,37 @@ pub enum DeviceError {
         /// Queue depth.
         depth: usize,
     },
-    /// The device or queue could not be opened or is not supported here.
+    /// What polarc does not implement, or this machine does not offer
+    /// (io_uring, an SPDK environment).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The device could not be reached: a file that cannot be opened, an
+    /// NVMe-oF target that refuses the connection, no PCIe device bound.
+    #[error("{device}: unreachable: {reason}")]
+    Unreachable {
+        /// Device name.
+        device: String,
+        /// What failed, and what to check.
+        reason: String,
+    },
+    /// The device is in use by something else (mounted, held by a volume
+    /// manager, opened by another program).
+    #[error("{device}: in use: {reason}")]
+    InUse {
+        /// Device name.
+        device: String,
+        /// Who uses it, as far as known, and what to do.
+        reason: String,
+    },
+    /// The device or a setting does not fit: too small, an empty device,
+    /// a queue depth out of range.
+    #[error("{device}: {reason}")]
+    Invalid {
+        /// Device name.
+        device: String,
+        /// What is wrong, and what would do.
+        reason: String,
+    },
     /// The device holds data polarc must not overwrite, or data it cannot
     /// read.
     #[error("{device}: refused: {reason}")]
@@ -222,7 +250,10 @@ pub const MAX_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Refuses a queue that could never hold a request.
 pub fn check_depth(depth: usize) -> Result<(), DeviceError> {
     if depth == 0 {
-        return Err(DeviceError::Unsupported("queue depth 0".into()));
+        return Err(DeviceError::Invalid {
+            device: "queue".into(),
+            reason: "queue depth 0".into(),
+        });
     }
     Ok(())
 }

@@ -59,7 +59,10 @@ pub struct UringDevice {
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> DeviceError {
-    DeviceError::Unsupported(format!("{what} {}: {e}", path.display()))
+    DeviceError::Unreachable {
+        device: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+    }
 }
 
 impl UringDevice {
@@ -76,10 +79,10 @@ impl UringDevice {
                 Err(_) => "no such device",
                 Ok(_) => "not a block device",
             };
-            return Err(DeviceError::Unsupported(format!(
-                "{}: {why} (under /dev, uring: takes an existing block device; give a file path to use a file)",
-                path.display()
-            )));
+            return Err(DeviceError::Invalid {
+                device: path.display().to_string(),
+                reason: format!("{why} (under /dev, uring: takes an existing block device; give a file path to use a file)"),
+            });
         }
         let open = |direct: bool| {
             let mut o = OpenOptions::new();
@@ -94,9 +97,9 @@ impl UringDevice {
         let (file, direct) = match (opts.direct, open(opts.direct)) {
             (_, Ok(f)) => (f, opts.direct),
             (_, Err(e)) if is_blockdev && e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(DeviceError::Refused {
+                return Err(DeviceError::InUse {
                     device: path.display().to_string(),
-                    reason: "in use: mounted, or held by another program or by a device-mapper, md or LVM volume".into(),
+                    reason: "mounted, or held by another program or by a device-mapper, md or LVM volume (it could not be opened O_EXCL)".into(),
                 });
             }
             (true, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -119,10 +122,10 @@ impl UringDevice {
             (len / 4096 * 4096, 4096)
         };
         if capacity == 0 {
-            return Err(DeviceError::Unsupported(format!(
-                "{}: the device is empty (give a size, e.g. file:PATH:2GiB)",
-                path.display()
-            )));
+            return Err(DeviceError::Invalid {
+                device: path.display().to_string(),
+                reason: "the device is empty (give a size, e.g. file:PATH:2GiB)".into(),
+            });
         }
         Ok(UringDevice {
             file: Arc::new(file),
@@ -194,8 +197,13 @@ impl BlockDevice for UringDevice {
 
     fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
         check_depth(depth)?;
-        let entries = u32::try_from(depth.next_power_of_two())
-            .map_err(|_| DeviceError::Unsupported("queue depth too large".into()))?;
+        let entries = depth
+            .checked_next_power_of_two()
+            .and_then(|d| u32::try_from(d).ok())
+            .ok_or_else(|| DeviceError::Invalid {
+                device: self.info.name.clone(),
+                reason: format!("queue depth {depth} too large"),
+            })?;
         let build = |coop: bool| {
             let mut b = IoUring::builder();
             if self.opts.iopoll {
@@ -571,7 +579,9 @@ mod tests {
         let e = UringDevice::open(Path::new("/nonexistent-dir/x.img"), UringOptions::default())
             .unwrap_err();
         assert!(
-            e.to_string().contains("opening /nonexistent-dir/x.img"),
+            matches!(e, DeviceError::Unreachable { .. })
+                && e.to_string()
+                    .starts_with("/nonexistent-dir/x.img: unreachable: opening: "),
             "{e}"
         );
     }
@@ -624,7 +634,7 @@ mod tests {
             .args(["-d", &dev])
             .status();
         assert!(
-            matches!(e, DeviceError::Refused { .. }) && e.to_string().contains("in use"),
+            matches!(e, DeviceError::InUse { .. }) && e.to_string().contains("in use"),
             "{e}"
         );
         let free = free.unwrap();

@@ -39,8 +39,13 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, DeviceError> {
     let info = device.info();
     let name = info.name.clone();
-    let planned = Geometry::plan(info.capacity, info.block_size, cfg.log_share, min_data)
-        .map_err(|e| DeviceError::Unsupported(format!("L2 device {name}: {e}")))?;
+    let planned =
+        Geometry::plan(info.capacity, info.block_size, cfg.log_share, min_data).map_err(|e| {
+            DeviceError::Invalid {
+                device: name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     let mut o = Opener {
         q: device.open_queue(4)?,
         name: name.clone(),
@@ -258,7 +263,10 @@ impl Opener<'_> {
 }
 
 fn no_memory(name: &str) -> DeviceError {
-    DeviceError::Unsupported(format!("L2 device {name}: no pool buffer for its header"))
+    DeviceError::Invalid {
+        device: name.into(),
+        reason: "no pool buffer for its header (raise pool_capacity)".into(),
+    }
 }
 
 #[cfg(test)]

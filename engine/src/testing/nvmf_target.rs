@@ -75,12 +75,16 @@ impl NvmfTarget {
         let log = std::fs::File::create(dir.join("tgt.log")).map_err(|e| e.to_string())?;
         // Memory: the bdev plus room for the target's own pools.
         let mem = size_mb + 512;
+        let mask = 1u128
+            .checked_shl(u32::try_from(core).unwrap_or(u32::MAX))
+            .filter(|_| core < 128)
+            .ok_or_else(|| format!("core {core}: SPDK core masks reach core 127"))?;
         let mut cmd = Command::new(&bin);
         // Several targets may share a core (parallel tests): no core locks.
         cmd.arg("--no-huge")
             .arg("--disable-cpumask-locks")
             .args(["-s", &mem.to_string()])
-            .args(["-m", &format!("0x{:x}", 1u128 << core)])
+            .args(["-m", &format!("0x{mask:x}")])
             .arg("--json")
             .arg(&cfg_path)
             .arg("-r")

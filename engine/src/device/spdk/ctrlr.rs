@@ -2,7 +2,7 @@
 
 use super::target::trid_string;
 use super::{ADMIN_POLL, RECONNECT_EVERY};
-use crate::device::{DeviceError, DeviceInfo};
+use crate::device::{DeviceError, DeviceInfo, IoBuf};
 use spdk_sys as sys;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
@@ -34,6 +34,9 @@ pub(super) struct Ctrlr {
     pub(super) generation: AtomicU64,
     /// Qpairs allocated on the current controller.
     pub(super) live_qpairs: AtomicUsize,
+    /// Buffers of requests SPDK aborted while the controller might still
+    /// be doing them: released only once it is detached.
+    held: Mutex<Vec<IoBuf>>,
     pub(super) start: Instant,
 }
 
@@ -98,6 +101,22 @@ fn namespace(
 }
 
 impl Ctrlr {
+    /// Keeps `buf` until the controller is detached.
+    pub(super) fn hold(&self, buf: IoBuf) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf);
+    }
+
+    /// The controller is detached: no DMA can reach the held buffers.
+    fn release_held(&self) {
+        let n = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner())).len();
+        if n > 0 {
+            log::info!("{}: {n} held buffers released after detach", self.info.name);
+        }
+    }
+
     pub(super) fn attach(
         ctrlr: *mut sys::spdk_nvme_ctrlr,
         nsid: Option<u32>,
@@ -136,6 +155,7 @@ impl Ctrlr {
             failed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             live_qpairs: AtomicUsize::new(0),
+            held: Mutex::new(Vec::new()),
             start: Instant::now(),
         })
     }
@@ -183,6 +203,7 @@ impl Ctrlr {
                 return;
             }
             st.detach = std::ptr::null_mut();
+            self.release_held();
             return;
         }
         if !ctrlr.is_null() {
@@ -265,6 +286,7 @@ impl Drop for Ctrlr {
         }
         let ctrlr = *self.ctrlr.get_mut();
         if ctrlr.is_null() {
+            self.release_held();
             return;
         }
         // SAFETY: every queue holds an Arc to this controller, so all
@@ -273,5 +295,6 @@ impl Drop for Ctrlr {
         if rc != 0 {
             log::warn!("{}: detach returned {rc}", self.info.name);
         }
+        self.release_held();
     }
 }

@@ -20,6 +20,11 @@ pub struct SpdkEnvOptions {
     pub no_huge: bool,
     /// Do not scan the PCI bus (fabrics only).
     pub no_pci: bool,
+    /// SPDK's own log lines go to this crate's log (target `spdk`) up to
+    /// this level; the rest are dropped. Default: `Off`: every failure
+    /// polarc sees reaches the caller as one error, and SPDK's lines
+    /// (eight for a refused connection) are detail to ask for.
+    pub log_level: log::LevelFilter,
 }
 
 impl Default for SpdkEnvOptions {
@@ -30,6 +35,7 @@ impl Default for SpdkEnvOptions {
             mem_size_mb: None,
             no_huge: false,
             no_pci: false,
+            log_level: log::LevelFilter::Off,
         }
     }
 }
@@ -84,9 +90,11 @@ pub(super) fn require_env() -> Result<(), DeviceError> {
     if env_started() {
         Ok(())
     } else {
-        Err(DeviceError::Unsupported(
-            "SPDK environment not started (call device::spdk::init_env first)".into(),
-        ))
+        Err(DeviceError::Invalid {
+            device: "spdk".into(),
+            reason: "the SPDK environment is not started (call device::spdk::init_env first)"
+                .into(),
+        })
     }
 }
 
@@ -95,7 +103,56 @@ pub(super) fn env_hugepages() -> bool {
     matches!(ENV.get(), Some(Ok(o)) if !o.no_huge)
 }
 
+/// The level SPDK's lines are kept up to, as a `log::LevelFilter`.
+static SPDK_LOG_LEVEL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// SPDK's log callback: formats the line and hands it to `log`.
+unsafe extern "C" fn forward_log(
+    level: std::ffi::c_int,
+    _file: *const std::ffi::c_char,
+    _line: std::ffi::c_int,
+    func: *const std::ffi::c_char,
+    format: *const std::ffi::c_char,
+    args: *mut sys::__va_list_tag,
+) {
+    let level = match level {
+        sys::SPDK_LOG_ERROR => log::Level::Error,
+        sys::SPDK_LOG_WARN => log::Level::Warn,
+        sys::SPDK_LOG_NOTICE => log::Level::Info,
+        sys::SPDK_LOG_INFO => log::Level::Debug,
+        _ => log::Level::Trace,
+    };
+    let keep = SPDK_LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed);
+    if level as usize > keep || format.is_null() {
+        return;
+    }
+    let mut buf = [0 as std::ffi::c_char; 512];
+    // SAFETY: `format` and `args` are the printf-style format and the
+    // va_list SPDK passes for this one call; vsnprintf writes at most
+    // `buf.len()` bytes, NUL included.
+    let n = unsafe { sys::vsnprintf(buf.as_mut_ptr(), buf.len() as _, format, args) };
+    if n < 0 {
+        return;
+    }
+    // SAFETY: vsnprintf NUL-terminated `buf`.
+    let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let func = if func.is_null() {
+        std::borrow::Cow::Borrowed("?")
+    } else {
+        // SAFETY: SPDK passes its __func__, a NUL-terminated literal.
+        unsafe { std::ffi::CStr::from_ptr(func) }.to_string_lossy()
+    };
+    log::log!(target: "spdk", level, "{func}: {}", text.trim_end());
+}
+
 fn start_env(opts: &SpdkEnvOptions) -> Result<SpdkEnvOptions, String> {
+    SPDK_LOG_LEVEL.store(
+        opts.log_level as usize,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // SAFETY: `forward_log` has the callback's signature and stays valid
+    // for the life of the process.
+    unsafe { sys::spdk_log_open(Some(forward_log)) };
     if opts.no_huge && opts.mem_size_mb.is_none() {
         return Err("SPDK without hugepages needs a memory size".into());
     }

@@ -75,10 +75,10 @@ impl SpdkDevice {
         // controller is attached or fails, and copies both.
         let ctrlr = unsafe { sys::spdk_nvme_connect(&trid, &opts, std::mem::size_of_val(&opts)) };
         if ctrlr.is_null() {
-            return Err(DeviceError::Unsupported(format!(
-                "SPDK could not connect to {:?} (is the target up?)",
-                target.trid
-            )));
+            return Err(DeviceError::Unreachable {
+                device: format!("spdk:{}", target.trid),
+                reason: "the controller could not be connected (is the target up and listening there? SpdkEnvOptions::log_level shows SPDK's own lines)".into(),
+            });
         }
         Ok(SpdkDevice {
             c: Arc::new(Ctrlr::attach(
@@ -142,9 +142,12 @@ impl SpdkDevice {
                 // SAFETY: attached by this probe and not yet shared.
                 unsafe { sys::spdk_nvme_detach(c) };
             }
-            return Err(DeviceError::Unsupported(format!(
-                "SPDK PCIe probe failed ({rc}); run env/setup.sh config"
-            )));
+            return Err(DeviceError::Unreachable {
+                device: "spdk:trtype:PCIe".into(),
+                reason: format!(
+                    "the PCIe probe failed ({rc}); bind the devices with env/setup.sh config"
+                ),
+            });
         }
         let opts = default_ctrlr_opts();
         p.found

@@ -8,6 +8,7 @@ use crate::device::{
 };
 use spdk_sys as sys;
 use std::ffi::c_void;
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,10 +41,17 @@ struct Req {
     tag: u64,
     offset: u64,
     buf: IoBuf,
-    done: *mut Vec<Completion>,
+    /// The queue's completion vector (see [`SpdkQueue::done`]).
+    done: NonNull<Vec<Completion>>,
     device: *const DeviceInfo,
 }
 
+// Callbacks run inside the SPDK calls that process completions or free
+// a qpair: `spdk_nvme_qpair_process_completions` (from `poll` and `drop`)
+// and `spdk_nvme_ctrlr_free_io_qpair` (from `free_qpair`, which
+// `maintain` calls from `submit`, `poll` and `tick`, and `drop`), always
+// on the queue's own thread and never while a reference to the
+// completion vector is live.
 unsafe extern "C" fn on_complete(arg: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
     // SAFETY: `arg` is the Box<Req> leaked at submission, completed
     // exactly once by SPDK; `cpl` is valid during the callback.
@@ -57,10 +65,12 @@ unsafe extern "C" fn on_complete(arg: *mut c_void, cpl: *const sys::spdk_nvme_cp
     } else {
         Ok(())
     };
-    // SAFETY: `done` points into the queue's boxed vector, which lives as
-    // long as the queue; callbacks run only inside its poll.
+    // SAFETY: `done` is the queue's vector, allocated once and freed only
+    // after the qpair (see `Drop`); callbacks run on the queue's thread
+    // while no reference to it is live (see above), so this unique
+    // borrow is the only one.
     unsafe {
-        (*req.done).push(Completion {
+        (*req.done.as_ptr()).push(Completion {
             tag: req.tag,
             buf: req.buf,
             result,
@@ -81,10 +91,10 @@ pub(super) struct SpdkQueue {
     last_open: Option<Instant>,
     depth: usize,
     in_flight: usize,
-    /// Completions gathered by callbacks. Boxed on purpose: requests in
-    /// flight point at it, so it must not move with the queue.
-    #[allow(clippy::box_collection)]
-    done: Box<Vec<Completion>>,
+    /// Completions gathered by callbacks: allocated once (requests in
+    /// flight point at it, so it must not move) and reached only through
+    /// this pointer, so that no borrow of ours invalidates theirs.
+    done: NonNull<Vec<Completion>>,
     /// The qpair's connection dropped: it is freed and opened again.
     broken: bool,
 }
@@ -110,12 +120,41 @@ impl SpdkQueue {
             generation: 0,
             depth,
             in_flight: 0,
-            done: Box::default(),
+            done: NonNull::from(Box::leak(Box::default())),
             broken: false,
             last_open: None,
         };
         q.open_qpair()?;
         Ok(q)
+    }
+
+    /// The completion vector.
+    fn done(&mut self) -> &mut Vec<Completion> {
+        // SAFETY: allocated in `open` and freed in `Drop`; callbacks (the
+        // only other users) run inside SPDK calls made while no borrow
+        // returned here is live, and `&mut self` makes this one unique.
+        unsafe { &mut *self.done.as_ptr() }
+    }
+
+    /// Completions from index `from` on were aborted by SPDK (a qpair
+    /// freed, or dropped with the controller failed): the controller may
+    /// still DMA into their buffers, so they are held by the controller
+    /// until it is detached, and the caller gets [`IoBuf::Held`].
+    fn hold_aborted(&mut self, from: usize) {
+        let c = self.c.clone();
+        let mut held = 0;
+        for done in &mut self.done()[from..] {
+            if done.result.is_err() && !matches!(done.buf, IoBuf::None | IoBuf::Held) {
+                c.hold(std::mem::replace(&mut done.buf, IoBuf::Held));
+                held += 1;
+            }
+        }
+        if held > 0 {
+            log::warn!(
+                "{}: {held} aborted requests' buffers held until the controller is detached",
+                c.info.name
+            );
+        }
     }
 
     fn io_error(&self, offset: u64) -> DeviceError {
@@ -142,13 +181,16 @@ impl SpdkQueue {
     }
 
     /// Frees the qpair. SPDK aborts what it still holds, and the callbacks
-    /// complete those requests (with an error) into `done`.
+    /// complete those requests (with an error) into `done`, their buffers
+    /// held (see [`SpdkQueue::hold_aborted`]).
     fn free_qpair(&mut self) {
         if self.qpair.is_null() {
             return;
         }
+        let from = self.done().len();
         // SAFETY: our qpair, used by this thread only; not used after.
         unsafe { sys::spdk_nvme_ctrlr_free_io_qpair(self.qpair) };
+        self.hold_aborted(from);
         self.qpair = std::ptr::null_mut();
         self.ns = std::ptr::null_mut();
         self.c.live_qpairs.fetch_sub(1, AcqRel);
@@ -183,14 +225,14 @@ impl DeviceQueue for SpdkQueue {
     fn submit(&mut self, tag: u64, op: IoOp) {
         self.in_flight += 1;
         if let Err(e) = check(&self.c.info, &op, self.in_flight - 1, self.depth) {
-            self.done.push(Completion::failed(tag, op, e));
+            self.done().push(Completion::failed(tag, op, e));
             return;
         }
         let offset = op.range().map_or(0, |r| r.0);
         self.maintain();
         if self.qpair.is_null() {
             let e = self.io_error(offset);
-            self.done.push(Completion::failed(tag, op, e));
+            self.done().push(Completion::failed(tag, op, e));
             return;
         }
         let bs = u64::from(self.c.info.block_size);
@@ -217,7 +259,7 @@ impl DeviceQueue for SpdkQueue {
             tag,
             offset,
             buf: into_buf(op),
-            done: &mut *self.done,
+            done: self.done,
             device: &self.c.info,
         }));
         let (ns, qp, cb) = (self.ns, self.qpair, Some(on_complete as _));
@@ -238,22 +280,28 @@ impl DeviceQueue for SpdkQueue {
         if rc != 0 {
             // SAFETY: submission failed, so SPDK did not keep `req`.
             let req = unsafe { Box::from_raw(req) };
-            self.done.push(Completion {
+            let e = self.io_error(offset);
+            self.done().push(Completion {
                 tag: req.tag,
                 buf: req.buf,
-                result: Err(self.io_error(offset)),
+                result: Err(e),
             });
         }
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
-        if self.in_flight > self.done.len() && !self.qpair.is_null() {
+        let from = self.done().len();
+        if self.in_flight > from && !self.qpair.is_null() {
             // SAFETY: our qpair, polled by this thread only; callbacks
             // push into `self.done`.
             let rc = unsafe { sys::spdk_nvme_qpair_process_completions(self.qpair, 0) };
+            if rc < 0 {
+                // The connection dropped or the controller failed: SPDK
+                // aborted what was in flight (their callbacks carry an
+                // error status), which the device may still be doing.
+                self.hold_aborted(from);
+            }
             if rc < 0 && !self.broken {
-                // The connection dropped: SPDK aborts what was in flight
-                // (their callbacks carry an error status).
                 self.broken = true;
                 log::error!(
                     "{}: I/O qpair failed ({rc}); it is opened again once the controller answers",
@@ -264,9 +312,10 @@ impl DeviceQueue for SpdkQueue {
         if self.broken {
             self.maintain();
         }
-        let n = self.done.len();
+        let done = self.done();
+        let n = done.len();
+        out.append(done);
         self.in_flight -= n;
-        out.append(&mut self.done);
         n
     }
 
@@ -287,13 +336,24 @@ impl DeviceQueue for SpdkQueue {
 
     fn register_pool(&mut self, pool: &BufPool) -> Result<bool, DeviceError> {
         let (base, len) = pool.region();
-        let mut size = len as u64;
-        // SAFETY: a lookup in SPDK's address map; it reads nothing at `base`.
-        let phys = unsafe { sys::spdk_vtophys(base as *const c_void, &mut size) };
-        let dma = phys != u64::MAX;
+        // Every part of the pool must be in SPDK's map, not just its start:
+        // each lookup says how far the mapping goes from there.
+        let mut off = 0usize;
+        let mut dma = true;
+        while off < len {
+            let mut size = (len - off) as u64;
+            // SAFETY: a lookup in SPDK's address map; it reads nothing at
+            // the address.
+            let phys = unsafe { sys::spdk_vtophys((base + off) as *const c_void, &mut size) };
+            if phys == u64::MAX || size == 0 {
+                dma = false;
+                break;
+            }
+            off += usize::try_from(size).unwrap_or(usize::MAX).min(len - off);
+        }
         if !dma && self.c.is_pcie {
             return Err(DeviceError::Unsupported(format!(
-                "{}: the buffer pool is not SPDK DMA memory",
+                "{}: the buffer pool is not SPDK DMA memory (from byte {off} of {len})",
                 self.c.info.name
             )));
         }
@@ -312,7 +372,9 @@ impl Drop for SpdkQueue {
         // Wait (bounded) for requests in flight, so no callback outlives
         // the queue's completion vector.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.qpair.is_null() && self.in_flight > self.done.len() && Instant::now() < deadline
+        while !self.qpair.is_null()
+            && self.in_flight > self.done().len()
+            && Instant::now() < deadline
         {
             // SAFETY: our qpair; see poll.
             let rc = unsafe { sys::spdk_nvme_qpair_process_completions(self.qpair, 0) };
@@ -321,8 +383,11 @@ impl Drop for SpdkQueue {
             }
         }
         // Freeing the qpair aborts what is still queued, calling their
-        // callbacks now, while `self.done` is alive.
+        // callbacks now, while `self.done` is alive; their buffers are
+        // held by the controller until it is detached.
         self.free_qpair();
-        self.done.clear();
+        // SAFETY: allocated by Box in `open`; the qpair is freed, so no
+        // callback can reach it any more.
+        drop(unsafe { Box::from_raw(self.done.as_ptr()) });
     }
 }
