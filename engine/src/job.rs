@@ -43,6 +43,38 @@ pub struct JobSpec {
     pub op: JobOp,
     /// RNG seed; reactor r uses `seed + r`.
     pub seed: u64,
+    /// Open loop: each reactor's job issues this many operations per
+    /// second on a schedule, and each latency is measured from the
+    /// operation's intended start, so time spent waiting behind a stall
+    /// counts (no coordinated omission). `None`: closed loop, as many as
+    /// `queue_depth` allows.
+    pub rate: Option<f64>,
+    /// How the open loop spaces its operations.
+    pub arrivals: Arrivals,
+}
+
+/// How an open loop spaces its operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    /// Exponential gaps: a Poisson process, as independent clients make.
+    #[default]
+    Poisson,
+    /// Equal gaps.
+    Fixed,
+}
+
+impl Arrivals {
+    /// The gap before the next operation at `rate` per second.
+    pub fn gap<R: Rng + ?Sized>(self, rate: f64, rng: &mut R) -> Duration {
+        let mean = 1.0 / rate;
+        let secs = match self {
+            Arrivals::Fixed => mean,
+            // Inverse CDF of the exponential; 1 - u is in (0, 1].
+            Arrivals::Poisson => -(1.0 - rng.gen::<f64>()).ln() * mean,
+        };
+        Duration::from_secs_f64(secs.min(3600.0))
+    }
 }
 
 /// What one job did.
@@ -71,6 +103,9 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The engine shut down before the job had done all its operations.
     pub stopped: bool,
+    /// Open loop: operations issued after their intended start because
+    /// the job was at its queue depth (their latency counts the wait).
+    pub issued_late: u64,
     /// Latency in ns of reads served by the ARC, L2 and the backing
     /// store, when the spec asked for it.
     #[serde(skip)]
@@ -98,6 +133,8 @@ pub(crate) struct Job {
     report: JobReport,
     start: Option<Instant>,
     done: Option<oneshot::Sender<JobReport>>,
+    /// Open loop: the intended start of the next operation, from `start`.
+    next_at: Duration,
 }
 
 impl Job {
@@ -130,6 +167,7 @@ impl Job {
             },
             start: None,
             done: Some(done),
+            next_at: Duration::ZERO,
         }
     }
 
@@ -176,8 +214,14 @@ impl Poller<Core> for Job {
             self.account(tag, o);
         }
         let n = core.reactors();
+        let now = self.spec.rate.map(|_| start.elapsed());
+        let mut waiting_for_time = false;
         for _ in 0..32 {
             if self.issued == self.spec.ops_per_reactor || core.stopping {
+                break;
+            }
+            if now.is_some_and(|now| self.next_at > now) {
+                waiting_for_time = true;
                 break;
             }
             let i = match self.next.take() {
@@ -192,11 +236,22 @@ impl Poller<Core> for Job {
             let owner = shard_of(hash, n);
             if self.inflight >= self.spec.queue_depth {
                 // Misses (local fills, L2 reads) and remote requests share
-                // the job's queue depth.
+                // the job's queue depth. Open loop: the operation keeps its
+                // intended start, so the wait counts in its latency.
                 self.next = Some(i);
                 break;
             }
-            let tag = self.tag();
+            let tag = match (self.spec.rate, now) {
+                (Some(rate), Some(now)) => {
+                    let intended = self.next_at;
+                    if now.saturating_sub(intended) > Duration::from_micros(50) {
+                        self.report.issued_late += 1;
+                    }
+                    self.next_at += self.spec.arrivals.gap(rate, &mut self.rng);
+                    intended.as_nanos() as u64
+                }
+                _ => self.tag(),
+            };
             if owner == core.id {
                 self.issued += 1;
                 self.report.local_ops += 1;
@@ -238,9 +293,11 @@ impl Poller<Core> for Job {
             }
             return PollStatus::Done;
         }
-        if completed == 0 && self.issued == issued {
+        if completed == 0 && self.issued == issued && !waiting_for_time {
             // Waiting for replies: let the reactor idle (and yield the
-            // core to the store and the kernel) until one arrives.
+            // core to the store and the kernel) until one arrives. (An
+            // open loop waiting for its next start stays busy: a parked
+            // reactor would start it late.)
             return PollStatus::Idle;
         }
         PollStatus::Busy

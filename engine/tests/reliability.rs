@@ -441,6 +441,8 @@ mod jobs {
             queue_depth: 8,
             op: JobOp::Read,
             seed: 1,
+            rate: None,
+            arrivals: Default::default(),
         }
     }
 
