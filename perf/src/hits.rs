@@ -161,6 +161,8 @@ pub fn jobs(b: &HitBench, reactors: usize) -> Result<(HitResult, f64), polarc::E
             queue_depth: b.queue_depth,
             op: JobOp::Get,
             seed: r as u64 * 77,
+            rate: None,
+            arrivals: Default::default(),
         };
         let reports = e.run_jobs(&spec)?;
         let ops: u64 = reports.iter().map(|j| j.ops).sum();

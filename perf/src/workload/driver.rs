@@ -180,6 +180,8 @@ fn measure_in_reactor(
         queue_depth: w.queue_depth,
         op: polarc::JobOp::Read,
         seed: 7,
+        rate: None,
+        arrivals: Default::default(),
     };
     progress("measure (in-reactor jobs)", 0, w.ops);
     let reports = e.run_jobs(&spec)?;
