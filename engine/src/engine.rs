@@ -697,7 +697,8 @@ impl Engine {
         for (i, mb) in self.inner.mailboxes.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             let spec = spec.clone();
-            let call = Box::new(move |_: &mut Core, sched: &mut reactor::Sched<Core>| {
+            let call = Box::new(move |core: &mut Core, sched: &mut reactor::Sched<Core>| {
+                core.job_inbox.clear();
                 sched.spawn(Box::new(Job::new(i, spec, max_block, tx)));
             });
             if self.inner.shut.load(Ordering::Acquire)
@@ -707,8 +708,11 @@ impl Engine {
             }
             rxs.push(rx);
         }
-        rxs.into_iter()
-            .map(|rx| rx.recv().map_err(|_| Error::ShutDown))
+        // Every job is waited for, so none runs on after an error.
+        let reports: Vec<_> = rxs.into_iter().map(|rx| rx.recv()).collect();
+        reports
+            .into_iter()
+            .map(|r| r.map_err(|_| Error::ShutDown))
             .collect()
     }
 

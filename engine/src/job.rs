@@ -209,7 +209,8 @@ impl Poller<Core> for Job {
         let start = *self.start.get_or_insert_with(Instant::now);
         let inbox = std::mem::take(&mut core.job_inbox);
         let (completed, issued) = (inbox.len(), self.issued);
-        self.inflight -= inbox.len();
+        // Saturating: a job that ended stranded leaves late answers behind.
+        self.inflight = self.inflight.saturating_sub(inbox.len());
         for (tag, o) in inbox {
             self.account(tag, o);
         }
@@ -285,7 +286,10 @@ impl Poller<Core> for Job {
             }
         }
         let stopped = core.stopping && self.inflight == 0;
-        if self.report.ops == self.spec.ops_per_reactor || stopped {
+        // A peer that died (its reactor panicked) never answers what it
+        // had taken from its ring: the job ends rather than wait forever.
+        let stranded = completed == 0 && self.inflight > 0 && core.peers.any_gone(core.id);
+        if self.report.ops == self.spec.ops_per_reactor || stopped || stranded {
             self.report.stopped = self.report.ops < self.spec.ops_per_reactor;
             self.report.elapsed = start.elapsed();
             if let Some(tx) = self.done.take() {

@@ -410,19 +410,37 @@ fn a_full_engine_pushes_back() {
 
 #[test]
 fn prefetches_past_the_limit_are_dropped_not_queued() {
-    let (in_flight, peak) = (Arc::default(), Arc::<AtomicUsize>::default());
+    // The store holds every read until the prefetches have been counted,
+    // so what is dropped does not depend on how fast this machine is.
+    let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::<AtomicUsize>::default());
+    let open = Arc::new(AtomicBool::new(false));
+    let (gate, seen) = (open.clone(), peak.clone());
+    let store = polarc::FnStore::new(64, move |k: &[u8]| {
+        let now = in_flight.fetch_add(1, Relaxed) + 1;
+        seen.fetch_max(now, Relaxed);
+        let t = Instant::now();
+        while !gate.load(Relaxed) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        in_flight.fetch_sub(1, Relaxed);
+        Ok(value(k))
+    })
+    .unwrap();
     let e = Engine::builder()
         .reactors(1)
         .arc_capacity(16 << 20)
-        .backing(slow_counting_store(in_flight, peak.clone()))
+        .backing(store)
         .max_in_flight(8)
         .build()
         .unwrap();
     for i in 0..1000 {
         e.prefetch(&key(i)).unwrap();
     }
-    let s = e.stats();
-    assert!(s.requests.prefetch_dropped > 900, "{:?}", s.requests);
+    let s = e.stats().requests;
+    open.store(true, Relaxed);
+    assert_eq!(s.prefetch_requests, 1000, "{s:?}");
+    assert_eq!(s.backing_reads, 8, "{s:?}");
+    assert_eq!(s.prefetch_dropped, 992, "{s:?}");
     e.shutdown().unwrap();
     assert!(peak.load(Relaxed) <= 8);
 }

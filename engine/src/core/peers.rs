@@ -97,6 +97,13 @@ impl Peers {
         sent
     }
 
+    /// True if a reactor other than `me` has closed its ring (it shut
+    /// down or died).
+    #[cfg(feature = "jobs")]
+    pub(crate) fn any_gone(&self, me: usize) -> bool {
+        (self.mailboxes.iter().enumerate()).any(|(i, m)| i != me && m.is_closed())
+    }
+
     /// Without jobs nothing is batched.
     #[cfg(not(feature = "jobs"))]
     pub(crate) fn flush(&mut self) -> bool {
