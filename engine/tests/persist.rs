@@ -191,6 +191,13 @@ fn a_foreign_device_is_refused_with_its_name() {
 /// Keys with versions: the backing store serves each key's current
 /// version; the values tell which version a read returned.
 fn versioned_engine(dev: impl BlockDevice, versions: &Versions) -> Engine {
+    versioned_engine_budget(dev, versions, L2Config::default().poll_budget)
+}
+
+/// [`versioned_engine`] whose feeders pack for at most `budget` per poll
+/// (zero: one block per poll, so records often come while a buffer is
+/// being packed).
+fn versioned_engine_budget(dev: impl BlockDevice, versions: &Versions, budget: Duration) -> Engine {
     let v = versions.clone();
     let store = FnStore::new(2, move |k: &[u8]| fixtures::current_block(&v, k)).unwrap();
     Engine::builder()
@@ -201,7 +208,10 @@ fn versioned_engine(dev: impl BlockDevice, versions: &Versions) -> Engine {
         .hugepages(false)
         .backing(store)
         .l2_device(dev)
-        .l2_config(fixtures::fast_feed())
+        .l2_config(L2Config {
+            poll_budget: budget,
+            ..fixtures::fast_feed()
+        })
         .build()
         .unwrap()
 }
@@ -291,7 +301,13 @@ fn power_cut_case(seed: u64) -> (u64, u64, polarc::device::powercut::CutReport) 
     let versions = Versions::default();
     // Acknowledged versions, per key.
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-    let e = versioned_engine(dev.clone(), &versions);
+    // Odd seeds pack one block per poll.
+    let budget = if seed % 2 == 1 {
+        Duration::ZERO
+    } else {
+        L2Config::default().poll_budget
+    };
+    let e = versioned_engine_budget(dev.clone(), &versions, budget);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {

@@ -201,6 +201,13 @@ fn run(seed: u64) -> Seen {
         // The fake clock runs ahead of the real one, which stamps requests.
         read_deadline: Duration::from_secs(3600),
         write_deadline: Duration::from_secs(3600),
+        // Half the runs pack one block per poll: buffers packed over many
+        // iterations, with invalidations and evictions in between.
+        poll_budget: if rng.gen_bool(0.5) {
+            Duration::ZERO
+        } else {
+            L2Config::default().poll_budget
+        },
         ..L2Config::default()
     };
     let start = prepare(device.as_ref(), &cfg, 8 * 4096, &pool).unwrap();

@@ -110,6 +110,12 @@ pub struct L2Config {
     /// (tens to hundreds of ms), and short enough that an invalidation
     /// waiting on a stuck device answers within seconds.
     pub write_deadline: Duration,
+    /// The longest a feeder packs (LZ4, checksums) in one reactor loop
+    /// iteration before it lets the reactor serve its requests; a write
+    /// buffer whose packing takes longer is packed over several
+    /// iterations. Default: 20 µs, about eight 4 KiB blocks of LZ4 here
+    /// (see docs/BENCHMARKS.md for its effect on latency).
+    pub poll_budget: Duration,
 }
 
 /// What to do with what an L2 device holds at start-up.
@@ -149,6 +155,7 @@ impl Default for L2Config {
             log_share: 0.01,
             read_deadline: Duration::from_millis(25),
             write_deadline: Duration::from_secs(2),
+            poll_budget: Duration::from_micros(20),
         }
     }
 }
@@ -266,6 +273,9 @@ pub struct L2Counters {
     pub l2_log_bytes: u64,
     /// Logical bytes the feeders packed (before compression).
     pub l2_feed_bytes: u64,
+    /// Times a feeder stopped packing a write buffer at its poll budget
+    /// (to go on at the next poll).
+    pub l2_feed_slices: u64,
     /// Nanoseconds the feeders spent packing (LZ4, checksums, layout,
     /// submission): `l2_feed_bytes / l2_feed_ns` is the feed throughput
     /// of one core, uncapped.
@@ -354,6 +364,7 @@ impl L2Counters {
                 l2_norw_skips,
                 l2_log_bytes,
                 l2_feed_bytes,
+                l2_feed_slices,
                 l2_feed_ns,
                 l2_log_writes,
                 l2_log_write_bytes,
