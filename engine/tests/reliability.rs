@@ -487,12 +487,14 @@ mod jobs {
         }
     }
 
-    /// Panics on reads of keys that reactor 0 owns, once armed.
-    struct Panicky(Arc<AtomicBool>);
+    /// Once armed, panics on the 1000th read of a key that reactor 0 owns:
+    /// by then reactor 0 holds requests from reactor 1's job (taken from
+    /// its ring, their fills under way) that it will never answer.
+    struct Panicky(Arc<AtomicBool>, AtomicU64);
     impl BackingStore for Panicky {
         fn read(&self, key: &[u8], done: ReadDone) {
             let owner = polarc::shard::shard_of(polarc::shard::hash_key(key), 2);
-            if self.0.load(Relaxed) && owner == 0 {
+            if self.0.load(Relaxed) && owner == 0 && self.1.fetch_add(1, Relaxed) == 1000 {
                 panic!("injected: the store panics on reactor 0");
             }
             done.complete(Ok(value(key)));
@@ -508,18 +510,25 @@ mod jobs {
         let e = Engine::builder()
             .reactors(2)
             .arc_capacity(8 << 20)
-            .backing(Panicky(armed.clone()))
+            .backing(Panicky(armed.clone(), AtomicU64::new(0)))
             .build()
             .unwrap();
         armed.store(true, Relaxed);
+        // Both waits are bounded, so that a job that never ends fails the
+        // test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
         let e2 = e.clone();
-        let job = std::thread::spawn(move || e2.run_jobs(&spec(200_000)));
-        let t = Instant::now();
-        let r = job.join().unwrap();
-        assert!(r.is_err(), "a reactor died: {r:?}");
-        // Reactor 1's job got `ShutDown` for what it asked of reactor 0,
-        // so it ends, and so does the shutdown.
-        e.shutdown().unwrap();
-        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        std::thread::spawn(move || {
+            let r = e2.run_jobs(&spec(200_000));
+            let _ = tx.send(r.is_err());
+            let _ = tx.send(e2.shutdown().is_ok());
+        });
+        let limit = Duration::from_secs(20);
+        let failed = rx.recv_timeout(limit).expect("the jobs never ended");
+        assert!(failed, "a reactor died, yet run_jobs succeeded");
+        // Reactor 1's job ends although reactor 0 never answers what it
+        // had taken, and so does the shutdown.
+        let shut = rx.recv_timeout(limit).expect("shutdown never ended");
+        assert!(shut);
     }
 }
