@@ -6,8 +6,9 @@
 # was wrong or stale, an operation hung (--hang-limit), or pool buffers
 # were still out after the engine shut down; it prints the key figures.
 #
-#   ci/soak.sh                    # 10M measured operations (~4 min on
-#                                 # 2 cores: 200k ran at ~50k ops/s)
+#   ci/soak.sh                    # 10M measured operations: ~7 min on
+#                                 # 2 cores (~25k ops/s with 1M keys
+#                                 # spread over both tiers)
 #   SOAK_OPS=200000 ci/soak.sh    # a short one
 #
 # Environment:
