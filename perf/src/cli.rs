@@ -1123,6 +1123,12 @@ mod tests {
         assert_eq!(a.hang_limit, Some(Duration::from_secs(5)));
         let a = args(&[]).unwrap();
         assert!(!a.verify && a.faults.is_none() && a.backing_timeout.is_none());
+        // --help states the engine's defaults.
+        let c = polarc::Config::default();
+        assert_eq!(c.backing_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.l2.read_deadline, Duration::from_millis(25));
+        assert_eq!(c.l2.write_deadline, Duration::from_secs(2));
 
         for flag in [
             "--backing-timeout",
