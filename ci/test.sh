@@ -51,7 +51,7 @@ cargo fmt --manifest-path spdk-sys/Cargo.toml --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 say "shellcheck env/setup.sh and its tests"
-shellcheck env/setup.sh env/tests/setup_test.sh ci/test.sh ci/fuzz.sh
+shellcheck env/setup.sh env/tests/setup_test.sh ci/test.sh ci/fuzz.sh ci/soak.sh
 
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

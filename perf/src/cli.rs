@@ -1,5 +1,6 @@
 //! The command line, and the TOML config file that takes the same keys.
 
+use crate::faults::{BackingFaults, L2Faults};
 use crate::trace::{self, Format};
 use crate::units::{format_size, parse_duration, parse_size};
 use crate::workload::{Op, OpMix, Popularity, Workload};
@@ -142,6 +143,54 @@ pub struct Args {
     /// bdevperf does): uniform read-throughs, --queue-depth per reactor.
     #[arg(long)]
     pub in_reactor: bool,
+
+    // --- soak: faults, deadlines, checks ---
+    /// Check every byte read against the generator, staleness included:
+    /// values carry their key and version, inserts and invalidations bump
+    /// the version the store serves, and a read must return a version no
+    /// older than the last write that returned before it was issued.
+    /// Needs --backing sim:…; client-driven runs only (no --in-reactor, no
+    /// --trace). L2 devices start fresh. See docs/perf-report.md.
+    #[arg(long)]
+    pub verify: bool,
+    /// Inject faults into every L2 device: a comma-separated list of
+    /// KIND=P or KIND=P:DURATION, P a probability per I/O request.
+    /// `eio=P`: reads and writes fail with an I/O error. `torn=P`: a write
+    /// lands only a prefix of its blocks and reports success. `flip=P`: a
+    /// read comes back with one bit flipped. `hang=P[:DUR]`: a request
+    /// completes only after DUR (default 10s); `hang=P:forever` never.
+    /// `slow=P:DUR`: a request completes DUR late. `seed=N`: the RNG seed.
+    /// E.g. eio=0.001,torn=0.001,flip=0.001,hang=0.0001,slow=0.01:5ms
+    #[arg(long, value_name = "SPEC", value_parser = L2Faults::parse)]
+    pub faults: Option<L2Faults>,
+    /// Inject faults into the simulated store's reads (--backing sim:…):
+    /// `fail=P`: the read fails. `slow=P:DUR`: it is answered DUR late.
+    /// `hang=P`: it is never answered (--backing-timeout fails its
+    /// callers). `seed=N`: the RNG seed. E.g.
+    /// fail=0.001,slow=0.01:20ms,hang=0.0001
+    #[arg(long, value_name = "SPEC", value_parser = BackingFaults::parse)]
+    pub backing_faults: Option<BackingFaults>,
+    /// How long a backing read may take before its callers get a timeout
+    /// error (Config::backing_timeout). Default: the engine's, 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub backing_timeout: Option<Duration>,
+    /// How long an L2 read may take before its fill is served from the
+    /// backing store (L2Config::read_deadline). Default: the engine's, 25ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub l2_read_deadline: Option<Duration>,
+    /// How long an L2 write or flush may take before it counts as failed
+    /// (L2Config::write_deadline). Default: the engine's, 2s.
+    #[arg(long, value_parser = parse_duration)]
+    pub l2_write_deadline: Option<Duration>,
+    /// How long the engine's shutdown waits for I/O in flight
+    /// (Config::shutdown_timeout). Default: the engine's, 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// A client operation in flight longer than this is given up as hung:
+    /// the run stops issuing, reports hung_ops and fails after its report.
+    /// Default: the backing timeout + the L2 write deadline + 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub hang_limit: Option<Duration>,
 
     // --- trace replay ---
     /// Replay this trace instead of a synthetic workload (.zst, .gz and .xz
@@ -334,6 +383,29 @@ pub enum ArgError {
     /// A run whose end is beyond the clock.
     #[error("--duration {0:?}: the end of the run does not fit in the clock")]
     Duration(Duration),
+    /// A duration that must not be zero.
+    #[error("--{0} must be above zero")]
+    ZeroDuration(&'static str),
+    /// `--verify` or `--backing-faults` without the simulated store.
+    #[error("--{0} needs the simulated store (--backing sim:LATENCY)")]
+    NeedsSim(&'static str),
+    /// A soak option in a mode that does not support it.
+    #[error("--{option} is unsupported with --{mode}")]
+    Unsupported {
+        /// The soak option.
+        option: &'static str,
+        /// The mode.
+        mode: &'static str,
+    },
+    /// `--verify` with values too small for their header.
+    #[error(
+        "--verify needs values of at least {} B (--value-size)",
+        crate::verify::HEADER
+    )]
+    VerifyValueSize,
+    /// `--verify` with more keys than it tracks.
+    #[error("--keys {0}: --verify tracks at most {max} keys", max = crate::verify::MAX_KEYS)]
+    VerifyKeys(u64),
     /// A core beyond `spdk_nvme_perf`'s core mask.
     #[error(
         "--cores: core {0} is beyond the 128 cores of spdk_nvme_perf's core mask \
@@ -453,6 +525,7 @@ impl Args {
                 return Err(ArgError::Duration(d));
             }
         }
+        self.check_soak()?;
         self.mapped_pool()?;
         if self.bench_feed {
             self.feed_arc()?;
@@ -460,6 +533,71 @@ impl Args {
         if self.spdk_perf_compare {
             if let Some(&c) = self.cores.as_ref().and_then(|c| c.0.first()) {
                 spdk_core_mask(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The soak options: durations above zero, and `--verify`,
+    /// `--faults` and `--backing-faults` where they are supported.
+    fn check_soak(&self) -> Result<(), ArgError> {
+        for (name, d) in [
+            ("backing-timeout", self.backing_timeout),
+            ("l2-read-deadline", self.l2_read_deadline),
+            ("l2-write-deadline", self.l2_write_deadline),
+            ("shutdown-timeout", self.shutdown_timeout),
+            ("hang-limit", self.hang_limit),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(ArgError::ZeroDuration(name));
+            }
+        }
+        let asked = [
+            ("verify", self.verify),
+            ("faults", self.faults.is_some()),
+            ("backing-faults", self.backing_faults.is_some()),
+        ];
+        let modes = [
+            ("bench-feed", self.bench_feed),
+            ("engine foyer", self.engine == EngineKind::Foyer),
+        ];
+        for (option, _) in asked.iter().filter(|a| a.1) {
+            if let Some((mode, _)) = modes.iter().find(|m| m.1) {
+                return Err(ArgError::Unsupported { option, mode });
+            }
+        }
+        let sim = self.backing.starts_with("sim:");
+        if self.backing_faults.is_some() {
+            if self.trace.is_some() {
+                return Err(ArgError::Unsupported {
+                    option: "backing-faults",
+                    mode: "trace",
+                });
+            }
+            if !sim {
+                return Err(ArgError::NeedsSim("backing-faults"));
+            }
+        }
+        if self.verify {
+            for (mode, on) in [
+                ("in-reactor", self.in_reactor),
+                ("trace", self.trace.is_some()),
+            ] {
+                if on {
+                    return Err(ArgError::Unsupported {
+                        option: "verify",
+                        mode,
+                    });
+                }
+            }
+            if !sim {
+                return Err(ArgError::NeedsSim("verify"));
+            }
+            if self.value_size.min < crate::verify::HEADER {
+                return Err(ArgError::VerifyValueSize);
+            }
+            if self.keys > crate::verify::MAX_KEYS {
+                return Err(ArgError::VerifyKeys(self.keys));
             }
         }
         Ok(())
@@ -947,6 +1085,110 @@ mod tests {
             "{e}"
         );
         args(&["--spdk-perf-compare", "--cores", "127,200"])
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+
+    #[test]
+    fn soak_options_parse_and_are_checked() {
+        let a = args(&[
+            "--verify",
+            "--faults",
+            "eio=0.001,hang=0.0001:forever",
+            "--backing-faults",
+            "fail=0.01,slow=0.1:20ms",
+            "--backing-timeout",
+            "500ms",
+            "--l2-read-deadline",
+            "20ms",
+            "--l2-write-deadline",
+            "300ms",
+            "--shutdown-timeout",
+            "2s",
+            "--hang-limit",
+            "5s",
+        ])
+        .unwrap();
+        a.check().unwrap();
+        assert!(a.verify);
+        let f = a.faults.as_ref().unwrap();
+        assert_eq!((f.eio, f.hang), (Some(0.001), Some((0.0001, None))));
+        let b = a.backing_faults.as_ref().unwrap();
+        assert_eq!(b.slow, Some((0.1, Duration::from_millis(20))));
+        assert_eq!(a.backing_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(a.l2_read_deadline, Some(Duration::from_millis(20)));
+        assert_eq!(a.l2_write_deadline, Some(Duration::from_millis(300)));
+        assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(a.hang_limit, Some(Duration::from_secs(5)));
+        let a = args(&[]).unwrap();
+        assert!(!a.verify && a.faults.is_none() && a.backing_timeout.is_none());
+        // --help states the engine's defaults.
+        let c = polarc::Config::default();
+        assert_eq!(c.backing_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.l2.read_deadline, Duration::from_millis(25));
+        assert_eq!(c.l2.write_deadline, Duration::from_secs(2));
+
+        for flag in [
+            "--backing-timeout",
+            "--l2-read-deadline",
+            "--l2-write-deadline",
+            "--shutdown-timeout",
+            "--hang-limit",
+        ] {
+            assert_eq!(
+                check_err(&[flag, "0s"]),
+                format!("{flag} must be above zero")
+            );
+        }
+        // Bad specs name the flag, the spec and the part at fault.
+        let e = args(&["--faults", "eio=0.1,torn=2"]).unwrap_err();
+        assert!(
+            e.contains("--faults") && e.contains("eio=0.1,torn=2") && e.contains("\"torn=2\""),
+            "{e}"
+        );
+        let e = args(&["--backing-faults", "slow=0.1"]).unwrap_err();
+        assert!(e.contains("missing duration"), "{e}");
+        // --verify and --backing-faults need the simulated store, and
+        // client-driven runs.
+        assert_eq!(
+            check_err(&["--verify", "--backing", "file:/tmp/x"]),
+            "--verify needs the simulated store (--backing sim:LATENCY)"
+        );
+        assert_eq!(
+            check_err(&["--backing-faults", "fail=0.1", "--backing", "file:/x"]),
+            "--backing-faults needs the simulated store (--backing sim:LATENCY)"
+        );
+        assert_eq!(
+            check_err(&["--verify", "--in-reactor"]),
+            "--verify is unsupported with --in-reactor"
+        );
+        assert_eq!(
+            check_err(&["--verify", "--trace", "t.lis"]),
+            "--verify is unsupported with --trace"
+        );
+        assert_eq!(
+            check_err(&["--backing-faults", "hang=0.1", "--trace", "t.lis"]),
+            "--backing-faults is unsupported with --trace"
+        );
+        assert_eq!(
+            check_err(&["--faults", "eio=0.1", "--bench-feed", "--l2", "mem:1GiB"]),
+            "--faults is unsupported with --bench-feed"
+        );
+        assert_eq!(
+            check_err(&["--verify", "--engine", "foyer"]),
+            "--verify is unsupported with --engine foyer"
+        );
+        assert_eq!(
+            check_err(&["--verify", "--value-size", "8-64"]),
+            "--verify needs values of at least 16 B (--value-size)"
+        );
+        assert!(
+            check_err(&["--verify", "--keys", "1000000000000"]).contains("--verify tracks at most")
+        );
+        // Faults on L2 alone go with in-reactor jobs and traces.
+        args(&["--faults", "flip=0.1", "--in-reactor"])
             .unwrap()
             .check()
             .unwrap();

@@ -79,6 +79,17 @@ pub enum Error {
         /// Why.
         source: plot::Error,
     },
+    /// Client operations the engine never answered.
+    #[error("{ops} operations were still in flight after --hang-limit {limit:?}: the engine left callers waiting (see the report above)")]
+    Hung {
+        /// Operations given up.
+        ops: u64,
+        /// The hang limit.
+        limit: std::time::Duration,
+    },
+    /// `--verify` found wrong bytes.
+    #[error("--verify: {0} reads returned wrong or stale bytes (details above)")]
+    Wrong(u64),
     /// A report that could not be turned into JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

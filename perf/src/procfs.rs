@@ -14,10 +14,20 @@ pub fn cpu_seconds() -> Option<f64> {
 
 /// Peak resident set size of this process, from /proc.
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process now, from /proc.
+pub fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// A `kB` field of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    kb.checked_mul(1024)
 }
 
 /// Free hugepage memory in MiB, from /proc/meminfo.
@@ -32,4 +42,15 @@ pub fn free_hugepages_mb() -> u64 {
             .unwrap_or(0)
     };
     field("HugePages_Free:") * field("Hugepagesize:") / 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_and_below_its_peak() {
+        let (now, peak) = (rss_bytes().unwrap(), peak_rss_bytes().unwrap());
+        assert!(now > 0 && now <= peak, "{now} {peak}");
+    }
 }

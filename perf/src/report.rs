@@ -148,11 +148,14 @@ pub struct Tick {
     pub hit_ratio: f64,
     /// Of which by L2.
     pub l2_hit_ratio: f64,
+    /// Resident set size of the process at the end of the interval
+    /// (VmRSS); `None` where /proc is not available.
+    pub rss_bytes: Option<u64>,
 }
 
 impl Tick {
     /// The interval between two snapshots of the operations completed per
-    /// class, for a phase that started at `start`.
+    /// class, for a phase that started at `start`, with the RSS now.
     pub fn between(
         start: Instant,
         (t0, a): (Instant, [u64; CLASSES]),
@@ -172,6 +175,7 @@ impl Tick {
             ops_per_sec: d.iter().sum::<u64>() as f64 / (t1 - t0).as_secs_f64().max(1e-9),
             hit_ratio: ratio(d[0] + d[1]),
             l2_hit_ratio: ratio(d[1]),
+            rss_bytes: crate::procfs::rss_bytes(),
         }
     }
 }

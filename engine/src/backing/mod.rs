@@ -10,7 +10,7 @@ mod sim;
 mod workers;
 
 pub use file::{hex_key, FileStore, FnStore, KeyMap};
-pub use sim::{Latency, SimStore};
+pub use sim::{ContentFn, Latency, SimFaultCounters, SimFaults, SimStore, INJECTED_FAILURE};
 
 use crate::error::BackingError;
 

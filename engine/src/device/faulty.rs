@@ -362,6 +362,16 @@ mod tests {
     }
 
     #[test]
+    fn it_wraps_a_shared_device() {
+        let p = pool();
+        let shared: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(8 << 20, 512).unwrap());
+        let d = FaultyDevice::new(shared.clone(), FaultConfig::default()).unwrap();
+        assert_eq!(d.info().capacity, shared.info().capacity);
+        crate::testing::conformance::run(&d, &p).unwrap();
+        assert_eq!(p.stats().outstanding, 0);
+    }
+
+    #[test]
     fn nth_operation_errors_return_the_buffer() {
         let p = pool();
         let cfg = FaultConfig {

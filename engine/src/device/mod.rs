@@ -213,6 +213,21 @@ pub trait BlockDevice: Send + Sync + 'static {
     }
 }
 
+/// A shared device is a device: decorators such as
+/// [`faulty::FaultyDevice`] can wrap one the caller holds as
+/// `Arc<dyn BlockDevice>`.
+impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
+    fn info(&self) -> DeviceInfo {
+        (**self).info()
+    }
+    fn open_queue(&self, depth: usize) -> Result<Box<dyn DeviceQueue>, DeviceError> {
+        (**self).open_queue(depth)
+    }
+    fn pool_region(&self, len: usize) -> Option<std::io::Result<Region>> {
+        (**self).pool_region(len)
+    }
+}
+
 /// One reactor's queue to a device. Used from one thread only; submission
 /// never blocks and completions arrive only through [`DeviceQueue::poll`].
 pub trait DeviceQueue {

@@ -2,14 +2,19 @@
 
 use super::{compare, output};
 use crate::error::Error;
+use polarc::backing::SimFaultCounters;
+use polarc::device::faulty::{FaultCounters, FaultyDevice};
 use polarc::device::BlockDevice;
 use polarc::{Engine, EngineBuilder, Stats};
 use polarc_perf::cli::Args;
-use polarc_perf::devices::{self, OpenOptions};
+use polarc_perf::devices::{self, OpenError, OpenOptions, SpecError};
 use polarc_perf::plot;
 use polarc_perf::report::{Rebuild, Report};
-use polarc_perf::workload::Workload;
+use polarc_perf::soak::Soak;
+use polarc_perf::verify::Verifier;
+use polarc_perf::workload::{Totals, Workload};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Size of the embedded default's L2 file.
 pub const AUTO_L2: u64 = 512 << 20;
@@ -32,6 +37,8 @@ pub struct L2 {
     temp: Option<tempfile::TempDir>,
     /// What the devices' rebuild brought back at start-up.
     pub rebuild: Option<Rebuild>,
+    /// What `--faults` injected, per device.
+    faults: Vec<Arc<FaultCounters>>,
 }
 
 impl L2 {
@@ -47,6 +54,7 @@ impl L2 {
             guards: vec![],
             temp: None,
             rebuild: None,
+            faults: vec![],
         };
         for spec in a.l2.iter().filter(|s| s.as_str() != "none") {
             let spec = if spec == "auto" {
@@ -64,10 +72,22 @@ impl L2 {
                 if let Some(n) = d.note {
                     l2.note(n);
                 }
-                let info = d.device.info();
+                let device = match &a.faults {
+                    Some(f) => {
+                        let faulty = FaultyDevice::new(d.device, f.config(l2.devices.len()))
+                            .map_err(|e| OpenError {
+                                spec: spec.clone(),
+                                source: SpecError::Device(e),
+                            })?;
+                        l2.faults.push(faulty.counters());
+                        Arc::new(faulty)
+                    }
+                    None => d.device,
+                };
+                let info = device.info();
                 l2.names
                     .push(format!("{} ({} MiB)", info.name, info.capacity >> 20));
-                l2.devices.push(d.device);
+                l2.devices.push(device);
                 l2.trids.extend(d.trid);
                 l2.guards.extend(d.guard);
             }
@@ -88,7 +108,8 @@ impl L2 {
 /// A builder with the options every polarc run shares, for values of up
 /// to `max_value` bytes; the mode adds the backing store.
 pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
-    Engine::builder()
+    let defaults = polarc::L2Config::default();
+    let mut b = Engine::builder()
         .arc_capacity(a.arc)
         .max_block_size(max_value.next_power_of_two().max(512))
         .policy(a.policy.into())
@@ -102,16 +123,52 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
             mfuonly: a.l2_mfuonly,
             norw: a.l2_norw,
             persistent: !a.l2_no_persist,
+            // --verify: what a device holds was written against another
+            // run's versions.
             start: if a.l2_overwrite {
                 polarc::l2::L2Start::Overwrite
-            } else if a.l2_fresh {
+            } else if a.l2_fresh || a.verify {
                 polarc::l2::L2Start::Fresh
             } else {
                 polarc::l2::L2Start::Resume
             },
             write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
-            ..polarc::L2Config::default()
-        })
+            read_deadline: a.l2_read_deadline.unwrap_or(defaults.read_deadline),
+            write_deadline: a.l2_write_deadline.unwrap_or(defaults.write_deadline),
+            ..defaults
+        });
+    if let Some(d) = a.backing_timeout {
+        b = b.backing_timeout(d);
+    }
+    if let Some(d) = a.shutdown_timeout {
+        b = b.shutdown_timeout(d);
+    }
+    b
+}
+
+/// The hang limit of a run on `e`: `--hang-limit`, else the backing
+/// timeout + the L2 write deadline + 10 s, the longest an operation should
+/// wait on an engine that works.
+pub fn hang_limit(a: &Args, e: &Engine) -> Duration {
+    a.hang_limit.unwrap_or_else(|| {
+        let c = e.config();
+        c.backing_timeout
+            .saturating_add(c.l2.write_deadline)
+            .saturating_add(Duration::from_secs(10))
+    })
+}
+
+/// What a run hands [`finish`] for its soak figures.
+#[derive(Debug)]
+pub struct SoakRun {
+    /// The clients' operations over every phase.
+    pub totals: Totals,
+    /// `--hang-limit` as applied.
+    pub hang_limit: Duration,
+    /// `--verify`'s checker.
+    pub verify: Option<Arc<Verifier>>,
+    /// What `--backing-faults` injected.
+    pub backing_faults: Option<Arc<SimFaultCounters>>,
 }
 
 /// Builds the engine on `l2`'s devices, and prints what the run fell
@@ -200,6 +257,8 @@ fn list(items: &[String], empty: &str, sep: &str) -> String {
 
 /// After the measured run: shuts the engine down, prints the report, runs
 /// the comparisons asked for, draws the plot and writes the JSON report.
+/// Fails, after all that, if an operation hung or `--verify` found a
+/// wrong byte.
 pub fn finish(
     a: &Args,
     w: &Workload,
@@ -207,8 +266,11 @@ pub fn finish(
     l2: L2,
     r: &Report,
     stats: &Stats,
+    run: SoakRun,
 ) -> Result<(), Error> {
     e.shutdown()?;
+    // The final figures, once the engine is quiet.
+    let last = e.stats();
     let L2 {
         open,
         notes,
@@ -216,10 +278,22 @@ pub fn finish(
         guards,
         temp,
         rebuild,
+        faults,
         ..
     } = l2;
     drop(temp);
     output::print_report(r, stats);
+    let verify = run.verify.as_ref().map(|v| v.summary());
+    let soak = Soak::of(
+        &run.totals,
+        &last,
+        verify.as_ref().map(|v| v.wrong),
+        &r.timeline,
+    );
+    let injected = output::faults_json(a, &faults, run.backing_faults.as_deref());
+    if a.verify || a.faults.is_some() || a.backing_faults.is_some() {
+        output::print_soak(&soak, verify.as_ref(), &injected);
+    }
     let comparisons = compare::after_run(a, r, stats, &trids, &open);
     // The engine detaches its devices before a local target stops.
     drop(e);
@@ -233,12 +307,22 @@ pub fn finish(
         println!("plot: {}", path.display());
     }
     if let Some(path) = &a.json {
-        output::write_json(
-            path,
-            &output::report_json(a, w, r, &notes, stats, comparisons, rebuild.as_ref()),
-        )?;
+        let mut doc = output::report_json(a, w, r, &notes, stats, comparisons, rebuild.as_ref());
+        doc["verify"] = serde_json::to_value(&verify)?;
+        doc["faults"] = injected;
+        doc["soak"] = serde_json::to_value(&soak)?;
+        output::write_json(path, &doc)?;
     }
-    Ok(())
+    if soak.hung_ops > 0 {
+        return Err(Error::Hung {
+            ops: soak.hung_ops,
+            limit: run.hang_limit,
+        });
+    }
+    match verify {
+        Some(v) if v.wrong > 0 => Err(Error::Wrong(v.wrong)),
+        _ => Ok(()),
+    }
 }
 
 /// How `--l2` devices are opened: I/O mode, and for SPDK the reactors'

@@ -2,11 +2,16 @@
 
 use super::compare::Comparisons;
 use crate::error::Error;
+use polarc::backing::SimFaultCounters;
+use polarc::device::faulty::FaultCounters;
 use polarc::Stats;
 use polarc_perf::cli::Args;
 use polarc_perf::procfs;
 use polarc_perf::report::{Latencies, Rebuild, Report};
+use polarc_perf::soak::Soak;
+use polarc_perf::verify;
 use polarc_perf::workload::Workload;
+use std::sync::Arc;
 
 /// The latency table: one row per class, named by `names` (all, memory
 /// tier hits, disk tier hits, misses). Both engines print it.
@@ -101,6 +106,84 @@ fn print_l2(r: &Report, s: &Stats) {
         l2.l2_io_error,
         l2.l2_evicted
     );
+}
+
+/// What `--faults` and `--backing-faults` injected: `{"l2": {eio, torn,
+/// flip, hang, slow}, "backing": {fail, slow, hang}}`, each `null` when
+/// not asked for; `null` when neither was.
+pub fn faults_json(
+    a: &Args,
+    l2: &[Arc<FaultCounters>],
+    backing: Option<&SimFaultCounters>,
+) -> serde_json::Value {
+    if a.faults.is_none() && a.backing_faults.is_none() {
+        return serde_json::Value::Null;
+    }
+    let none = SimFaultCounters::default();
+    serde_json::json!({
+        "l2": a.faults.as_ref().map(|f| f.injected(l2)),
+        "backing": a.backing_faults.as_ref().map(|f| f.injected(backing.unwrap_or(&none))),
+    })
+}
+
+/// The soak block: faults injected, timeouts, `--verify`'s findings, hung
+/// callers, the pool after shutdown and memory.
+pub fn print_soak(s: &Soak, v: Option<&verify::Summary>, faults: &serde_json::Value) {
+    let kinds = |o: &serde_json::Value| -> String {
+        match o.as_object() {
+            Some(m) => m
+                .iter()
+                .filter(|(_, n)| !n.is_null())
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "none".into(),
+        }
+    };
+    println!(
+        "\nsoak: {} operations, {} failed; faults injected: L2 {}; backing {}",
+        s.ops,
+        s.errors,
+        kinds(&faults["l2"]),
+        kinds(&faults["backing"])
+    );
+    let t = &s.timeouts;
+    println!(
+        "soak: timeouts: L2 read {}, L2 write {} ({} completed late), backing {} ({} late); \
+         L2 degraded {} times, recovered {}, {} degraded at the end",
+        t.l2_read,
+        t.l2_write,
+        t.l2_late,
+        t.backing,
+        t.backing_late,
+        s.degraded.episodes,
+        s.degraded.recoveries,
+        s.degraded.at_end
+    );
+    if let Some(v) = v {
+        print_verify(v);
+    }
+    let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{} MiB", b >> 20));
+    println!(
+        "soak: hung operations {}; pool buffers outstanding after shutdown {}; \
+         peak RSS {}, RSS over the timeline {} -> {}",
+        s.hung_ops,
+        s.pool_outstanding_after_shutdown,
+        mib(s.peak_rss_bytes),
+        mib(s.rss_first_tick_bytes),
+        mib(s.rss_last_tick_bytes)
+    );
+}
+
+/// `--verify`'s line, and the first wrong reads.
+fn print_verify(v: &verify::Summary) {
+    println!(
+        "verify: {} reads checked, {} wrong ({} stale), {} failed",
+        v.reads_checked, v.wrong, v.stale, v.errors
+    );
+    for e in &v.examples {
+        println!("verify: wrong read: {e}");
+    }
 }
 
 /// polarc's JSON report.

@@ -1,12 +1,12 @@
 //! Trace replay: the trace's accesses in order, one at a time, through polarc.
 
-use super::engine::{self, L2};
+use super::engine::{self, SoakRun, L2};
 use crate::error::Error;
 use polarc::SimStore;
 use polarc_perf::cli::Args;
 use polarc_perf::progress::Progress;
 use polarc_perf::trace::{self, Access, CsvOptions};
-use polarc_perf::workload;
+use polarc_perf::workload::{self, Totals};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,17 @@ pub fn run(a: &Args, path: &Path) -> Result<(), Error> {
         progress.update(p, d, n)
     })?;
     progress.finish();
-    engine::finish(a, &w, e, l2, &r, &stats)
+    let run = SoakRun {
+        totals: Totals {
+            ops: r.ops,
+            errors: r.errors,
+            hung_ops: 0,
+        },
+        hang_limit: engine::hang_limit(a, &e),
+        verify: None,
+        backing_faults: None,
+    };
+    engine::finish(a, &w, e, l2, &r, &stats, run)
 }
 
 /// Reads the trace; returns it and its largest object's size.

@@ -1,12 +1,14 @@
 //! A synthetic workload run: from client threads, or as jobs in the reactors.
 
-use super::engine::{self, L2};
+use super::engine::{self, SoakRun, L2};
 use crate::error::Error;
+use polarc::backing::SimFaultCounters;
 use polarc::{EngineBuilder, Latency, SimStore};
 use polarc_perf::cli::Args;
 use polarc_perf::progress::Progress;
 use polarc_perf::units::{parse_duration, UnitError};
-use polarc_perf::workload::{self, Driver, Popularity, Workload};
+use polarc_perf::verify::{Values, Verifier};
+use polarc_perf::workload::{self, Checks, Driver, Popularity, Workload};
 use std::sync::Arc;
 
 /// A `--backing` spec that does not give a store.
@@ -22,6 +24,9 @@ pub enum BackingError {
     /// `sim:MIN-MAX` with MIN above MAX.
     #[error("the range is backwards")]
     Backwards,
+    /// `--verify` or `--backing-faults` on a store that is not simulated.
+    #[error("--verify and --backing-faults need the simulated store (sim:…)")]
+    NeedsSim,
     /// A file store with a `--value-size` range.
     #[error("a file store needs a fixed --value-size")]
     FileNeedsFixedSize,
@@ -45,11 +50,21 @@ pub enum BackingError {
 /// Runs `a`'s workload on polarc, and reports.
 pub fn run(a: &Args) -> Result<(), Error> {
     let mut l2 = L2::open(a)?;
-    let b =
-        with_backing(engine::builder(a, a.value_size.max), a).map_err(|source| Error::Backing {
-            spec: a.backing.clone(),
-            source,
-        })?;
+    let verify = a.verify.then(|| {
+        let values = Values {
+            min: a.value_size.min,
+            max: a.value_size.max,
+            ratio: a.compressibility,
+        };
+        Arc::new(Verifier::new(a.keys, a.clients, values))
+    });
+    let (b, backing_faults) =
+        with_backing(engine::builder(a, a.value_size.max), a, verify.as_ref()).map_err(
+            |source| Error::Backing {
+                spec: a.backing.clone(),
+                source,
+            },
+        )?;
     let e = engine::build(a, b, &mut l2)?;
     let progress = Progress::new();
     let w = a.workload();
@@ -59,9 +74,20 @@ pub fn run(a: &Args) -> Result<(), Error> {
     } else {
         Driver::Clients
     };
-    let (r, stats) = workload::run(&e, &w, driver, &|p, d, n| progress.update(p, d, n))?;
+    let checks = Checks {
+        verify: verify.clone(),
+        hang_limit: engine::hang_limit(a, &e),
+    };
+    let (r, stats, totals) =
+        workload::run(&e, &w, driver, &checks, &|p, d, n| progress.update(p, d, n))?;
     progress.finish();
-    engine::finish(a, &w, e, l2, &r, &stats)
+    let run = SoakRun {
+        totals,
+        hang_limit: checks.hang_limit,
+        verify,
+        backing_faults,
+    };
+    engine::finish(a, &w, e, l2, &r, &stats, run)
 }
 
 /// The workload in one line.
@@ -103,8 +129,14 @@ fn describe(w: &Workload, a: &Args) -> String {
     )
 }
 
-/// The `--backing` store: simulated, or values in a file.
-fn with_backing(b: EngineBuilder, a: &Args) -> Result<EngineBuilder, BackingError> {
+/// The `--backing` store: simulated (with `--backing-faults`, and
+/// `--verify`'s versions as its content), or values in a file. Returns the
+/// builder, and the counters of the faults the store injects.
+fn with_backing(
+    b: EngineBuilder,
+    a: &Args,
+    verify: Option<&Arc<Verifier>>,
+) -> Result<(EngineBuilder, Option<Arc<SimFaultCounters>>), BackingError> {
     let (min, max) = (a.value_size.min, a.value_size.max);
     match a.backing.split_once(':') {
         Some(("sim", lat)) => {
@@ -118,10 +150,22 @@ fn with_backing(b: EngineBuilder, a: &Args) -> Result<EngineBuilder, BackingErro
                 }
                 None => Latency::Fixed(parse_duration(lat)?),
             };
-            let s = SimStore::with_sizes(latency, min, max, a.compressibility)?;
-            Ok(b.backing(s))
+            let mut s = SimStore::with_sizes(latency, min, max, a.compressibility)?;
+            let mut counters = None;
+            if let Some(f) = &a.backing_faults {
+                s = s.with_faults(f.config());
+                counters = Some(s.fault_counters());
+            }
+            if let Some(v) = verify {
+                let v = v.clone();
+                s = s.with_content(move |key| v.content(key));
+            }
+            Ok((b.backing(s), counters))
         }
         Some(("file", path)) => {
+            if verify.is_some() || a.backing_faults.is_some() {
+                return Err(BackingError::NeedsSim);
+            }
             if min != max {
                 return Err(BackingError::FileNeedsFixedSize);
             }
@@ -140,7 +184,7 @@ fn with_backing(b: EngineBuilder, a: &Args) -> Result<EngineBuilder, BackingErro
                 (i < keys).then_some((i * min as u64, min))
             });
             let s = polarc::FileStore::open(std::path::Path::new(path), 4, map)?;
-            Ok(b.backing(s))
+            Ok((b.backing(s), None))
         }
         _ => Err(BackingError::Syntax),
     }

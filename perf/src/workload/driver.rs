@@ -4,12 +4,14 @@ use super::{Error, KeySampler, Op, Popularity, Workload};
 use crate::procfs::cpu_seconds;
 use crate::report::{class_of, histograms, Device, Histograms, Report, Tick, CLASSES};
 use crate::trace::Access;
+use crate::verify::Verifier;
 use polarc::{index_key, Block, Engine, OpFuture, Stats};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -30,18 +32,50 @@ pub enum Driver {
     InReactor,
 }
 
+/// What the clients check as they run.
+#[derive(Clone, Debug)]
+pub struct Checks {
+    /// `--verify`: every read's bytes, against the versions written.
+    pub verify: Option<Arc<Verifier>>,
+    /// An operation in flight longer than this is given up as hung, and
+    /// the phase stops issuing.
+    pub hang_limit: Duration,
+}
+
+/// Operations over every phase of a run, warm-up included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Operations that completed, failed ones included.
+    pub ops: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Operations given up after the hang limit (never answered).
+    pub hung_ops: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: Totals) {
+        self.ops += o.ops;
+        self.errors += o.errors;
+        self.hung_ops += o.hung_ops;
+    }
+}
+
 /// Warms up from client threads, then measures with `driver`.
 pub fn run(
     e: &Engine,
     w: &Workload,
     driver: Driver,
+    checks: &Checks,
     progress: OnProgress<'_>,
-) -> Result<(Report, Stats), Error> {
-    warm_up(e, w, progress)?;
-    match driver {
-        Driver::Clients => measure_clients(e, w, progress),
-        Driver::InReactor => measure_in_reactor(e, w, progress),
-    }
+) -> Result<(Report, Stats, Totals), Error> {
+    let mut totals = warm_up(e, w, checks, progress)?;
+    let (r, stats, measured) = match driver {
+        Driver::Clients => measure_clients(e, w, checks, progress)?,
+        Driver::InReactor => measure_in_reactor(e, w, progress)?,
+    };
+    totals.add(measured);
+    Ok((r, stats, totals))
 }
 
 /// Replays a trace in order, one request at a time (so that hit ratios
@@ -95,26 +129,34 @@ pub fn replay(
     m.finish(e, &hist, errors, timeline, None, first)
 }
 
-fn warm_up(e: &Engine, w: &Workload, progress: OnProgress<'_>) -> Result<(), Error> {
+fn warm_up(
+    e: &Engine,
+    w: &Workload,
+    checks: &Checks,
+    progress: OnProgress<'_>,
+) -> Result<Totals, Error> {
+    let mut totals = Totals::default();
     if w.warmup_ops > 0 {
         let kind = if w.sequential_warmup {
             Kind::Sequential
         } else {
             Kind::Random
         };
-        let _ = phase(
+        let p = phase(
             e,
             Plan::new(w, kind)?,
             Until::Ops(w.warmup_ops),
             1,
+            checks,
             &|n| progress("warm-up", n, w.warmup_ops),
             None,
         )?;
+        totals = p.totals;
     }
     if w.settle_l2 {
         settle(e, w, progress);
     }
-    Ok(())
+    Ok(totals)
 }
 
 /// Waits until the L2 block count stops growing.
@@ -133,8 +175,9 @@ fn settle(e: &Engine, w: &Workload, progress: OnProgress<'_>) {
 fn measure_clients(
     e: &Engine,
     w: &Workload,
+    checks: &Checks,
     progress: OnProgress<'_>,
-) -> Result<(Report, Stats), Error> {
+) -> Result<(Report, Stats, Totals), Error> {
     let plan = Plan::new(w, Kind::Random)?;
     let m = Measure::begin(e);
     let start = m.start;
@@ -146,11 +189,12 @@ fn measure_clients(
         None => (Until::Ops(w.ops), w.ops),
     };
     let timed = w.duration.is_some();
-    let (errors, hist, timeline, first) = phase(
+    let p = phase(
         e,
         plan,
         until,
         1_000_003,
+        checks,
         &|n| {
             if timed {
                 progress("measure (ms)", start.elapsed().as_millis() as u64, total)
@@ -160,14 +204,15 @@ fn measure_clients(
         },
         Some(w.timeline_interval),
     )?;
-    m.finish(e, &hist, errors, timeline, None, Some(first))
+    let (r, stats) = m.finish(e, &p.hist, p.totals.errors, p.timeline, None, Some(p.first))?;
+    Ok((r, stats, p.totals))
 }
 
 fn measure_in_reactor(
     e: &Engine,
     w: &Workload,
     progress: OnProgress<'_>,
-) -> Result<(Report, Stats), Error> {
+) -> Result<(Report, Stats, Totals), Error> {
     let m = Measure::begin(e);
     let spec = polarc::JobSpec {
         keys: w.keys,
@@ -208,7 +253,13 @@ fn measure_in_reactor(
     }
     // Every read the jobs completed has its latency recorded, so the
     // report's count (recorded + errors) is the jobs' count.
-    m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))
+    let (r, stats) = m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))?;
+    let totals = Totals {
+        ops,
+        errors,
+        hung_ops: 0,
+    };
+    Ok((r, stats, totals))
 }
 
 /// What a measured phase starts from: engine counters, wall time, CPU.
@@ -254,6 +305,9 @@ const OTHER: usize = 3;
 #[derive(Default)]
 struct Live {
     done: [AtomicU64; CLASSES],
+    /// Set when a client gave up on a hung operation: every client stops
+    /// issuing.
+    abort: AtomicBool,
 }
 
 impl Live {
@@ -308,44 +362,73 @@ enum Until {
     Time(Instant),
 }
 
-/// Runs one phase from client threads. Returns (errors, histograms of
-/// ARC hits, L2 hits, misses and other ops in ns, timeline, operations
-/// per class in each client's first tenth).
+/// What one phase measured.
+struct PhaseResult {
+    /// Operations, errors and hung operations.
+    totals: Totals,
+    /// Latency of ARC hits, L2 hits, misses and other ops, in ns.
+    hist: Histograms,
+    /// One tick per interval, if asked for.
+    timeline: Vec<Tick>,
+    /// Operations per class in each client's first tenth.
+    first: [u64; CLASSES],
+}
+
+/// What one client measured.
+struct ClientResult {
+    totals: Totals,
+    hist: Histograms,
+    first: [u64; CLASSES],
+}
+
+/// Runs one phase from client threads.
 fn phase(
     e: &Engine,
     plan: Plan,
     until: Until,
     seed: u64,
+    checks: &Checks,
     progress: &dyn Fn(u64),
     tick: Option<Duration>,
-) -> Result<(u64, Histograms, Vec<Tick>, [u64; CLASSES]), Error> {
+) -> Result<PhaseResult, Error> {
     let plan = Arc::new(plan);
     let live = Arc::new(Live::default());
     let started = Instant::now();
     let handles = (0..plan.w.clients)
         .map(|c| {
-            let (e, plan, live) = (e.clone(), plan.clone(), live.clone());
+            let (e, plan, live, checks) = (e.clone(), plan.clone(), live.clone(), checks.clone());
             std::thread::Builder::new()
                 .name(format!("client {c}"))
-                .spawn(move || client(&e, &plan, &live, c as u64, until, seed, started))
+                .spawn(move || {
+                    let at = Start {
+                        client: c as u64,
+                        until,
+                        seed,
+                        started,
+                    };
+                    client(&e, &plan, &live, &checks, at)
+                })
                 .map_err(Error::Spawn)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let timeline = watch(&handles, &live, progress, tick);
-    let mut total = histograms();
-    let mut errors = 0;
-    let mut first = [0u64; CLASSES];
+    let mut out = PhaseResult {
+        totals: Totals::default(),
+        hist: histograms(),
+        timeline,
+        first: [0u64; CLASSES],
+    };
     for h in handles {
-        let (e, hist, f) = h.join().map_err(|_| Error::ClientPanicked)?;
-        errors += e;
-        for (t, h) in total.iter_mut().zip(hist) {
+        let c = h.join().map_err(|_| Error::ClientPanicked)?;
+        out.totals.add(c.totals);
+        for (t, h) in out.hist.iter_mut().zip(c.hist) {
             t.add(h)?;
         }
-        for (t, n) in first.iter_mut().zip(f) {
+        for (t, n) in out.first.iter_mut().zip(c.first) {
             *t += n;
         }
     }
-    Ok((errors, total, timeline, first))
+    Ok(out)
 }
 
 /// Samples the clients' counters until they finish: progress every
@@ -394,52 +477,113 @@ impl std::task::Wake for ThreadWaker {
 }
 
 enum Pending {
-    Read(OpFuture<Block>),
+    /// A read; under `--verify`, its key and the oldest version it may
+    /// return.
+    Read(OpFuture<Block>, Option<(u64, u64)>),
+    /// An insert or invalidation; under `--verify`, its key and version.
+    Write(OpFuture<()>, Option<(u64, u64)>),
+    /// A prefetch.
     Other(OpFuture<()>),
 }
 
 impl Pending {
     /// Starts `op` on key index `i`.
-    fn start(e: &Engine, w: &Workload, op: Op, i: u64) -> Pending {
+    fn start(e: &Engine, w: &Workload, op: Op, i: u64, verify: Option<&Verifier>) -> Pending {
         let k = index_key(i);
         match op {
-            Op::Read => Pending::Read(e.read_async(&k)),
-            Op::Insert => {
-                let (lo, hi) = w.value_size;
-                let len = polarc::SimStore::size_of(&k, lo, hi);
-                let v = polarc::SimStore::content(&k, len, w.compressibility);
-                Pending::Other(e.insert_async(&k, &v))
+            Op::Read => {
+                // Before the read is issued: a write returning meanwhile
+                // must not raise the bar for it.
+                let lo = verify.map(|v| (i, v.read(i)));
+                Pending::Read(e.read_async(&k), lo)
             }
-            Op::Invalidate => Pending::Other(e.invalidate_async(&k)),
+            Op::Insert => match verify {
+                Some(v) => {
+                    let (version, value) = v.insert(i);
+                    Pending::Write(e.insert_async(&k, &value), Some((i, version)))
+                }
+                None => {
+                    let (lo, hi) = w.value_size;
+                    let len = polarc::SimStore::size_of(&k, lo, hi);
+                    let v = polarc::SimStore::content(&k, len, w.compressibility);
+                    Pending::Write(e.insert_async(&k, &v), None)
+                }
+            },
+            Op::Invalidate => {
+                let version = verify.map(|v| (i, v.invalidate(i)));
+                Pending::Write(e.invalidate_async(&k), version)
+            }
             Op::Prefetch => Pending::Other(e.prefetch_async(&k)),
         }
     }
 
-    /// Ready with the class of the completed operation, or `None` if it
-    /// failed.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<usize>> {
+    /// The key of a write under `--verify`.
+    fn written_key(&self) -> Option<u64> {
         match self {
-            Pending::Read(f) => Pin::new(f)
-                .poll(cx)
-                .map(|r| r.ok().map(|b| class_of(b.source()))),
+            Pending::Write(_, Some((k, _))) => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// Ready with the class of the completed operation, or `None` if it
+    /// failed; under `--verify`, a read is checked and a write recorded.
+    fn poll(&mut self, cx: &mut Context<'_>, verify: Option<&Verifier>) -> Poll<Option<usize>> {
+        match self {
+            Pending::Read(f, check) => Pin::new(f).poll(cx).map(|r| {
+                if let (Some(v), Some((k, lo))) = (verify, *check) {
+                    v.check(k, lo, r.as_ref().ok().map(|b| (&b[..], b.source())));
+                }
+                r.ok().map(|b| class_of(b.source()))
+            }),
+            Pending::Write(f, done) => Pin::new(f).poll(cx).map(|r| {
+                if let (Some(v), Some((k, version)), Ok(())) = (verify, *done, &r) {
+                    v.written(k, version);
+                }
+                r.ok().map(|()| OTHER)
+            }),
             Pending::Other(f) => Pin::new(f).poll(cx).map(|r| r.ok().map(|()| OTHER)),
         }
     }
 }
 
-/// One client thread of a phase: keeps `queue_depth` operations in flight
-/// until the phase's end. Returns (errors, histograms, operations per class
-/// in its first tenth: by count, or by time for a timed phase).
-fn client(
-    e: &Engine,
-    plan: &Plan,
-    live: &Live,
-    c: u64,
+/// Under `--verify`, an insert or invalidation goes to a key client `c`
+/// owns, and only if that key has no write in flight (versions of a key
+/// are written in order); otherwise the client reads instead.
+fn owned(v: &Verifier, i: u64, op: Op, c: u64, writing: &HashSet<u64>) -> (u64, Op) {
+    if !matches!(op, Op::Insert | Op::Invalidate) {
+        return (i, op);
+    }
+    match v.writer_key(i, c) {
+        Some(k) if !writing.contains(&k) => (k, op),
+        _ => (i, Op::Read),
+    }
+}
+
+/// Where a client starts.
+#[derive(Clone, Copy)]
+struct Start {
+    client: u64,
     until: Until,
     seed: u64,
     started: Instant,
-) -> (u64, Histograms, [u64; CLASSES]) {
+}
+
+/// One client thread of a phase: keeps `queue_depth` operations in flight
+/// until the phase's end, and gives up on any that stays in flight past
+/// the hang limit. Returns its totals, histograms and operations per class
+/// in its first tenth (by count, or by time for a timed phase).
+fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> ClientResult {
+    let Start {
+        client: c,
+        until,
+        seed,
+        started,
+    } = at;
     let w = &plan.w;
+    let verify = checks.verify.as_deref();
+    // Keys this client is writing (--verify).
+    let mut writing = HashSet::new();
+    let mut hung = 0u64;
     let per_client = match until {
         Until::Ops(n) => n.div_ceil(w.clients as u64),
         Until::Time(_) => u64::MAX,
@@ -464,22 +608,42 @@ fn client(
     let mut stop = false;
     let mut idle = 0u32;
     while !(stop || issued == per_client) || !inflight.is_empty() {
+        let now = Instant::now();
         if let Some(d) = deadline {
-            stop |= Instant::now() >= d;
+            stop |= now >= d;
         }
+        stop |= live.abort.load(Relaxed);
         while !stop && issued < per_client && inflight.len() < qd {
             let (i, op) = plan.next(&mut rng, c, issued);
-            inflight.push((Instant::now(), Pending::start(e, w, op, i)));
+            let (i, op) = match verify {
+                Some(v) => owned(v, i, op, c, &writing),
+                None => (i, op),
+            };
+            let p = Pending::start(e, w, op, i, verify);
+            writing.extend(p.written_key());
+            inflight.push((Instant::now(), p));
             issued += 1;
         }
         let mut i = 0;
         let before = completed;
         while i < inflight.len() {
-            let Poll::Ready(class) = inflight[i].1.poll(&mut cx) else {
+            let Poll::Ready(class) = inflight[i].1.poll(&mut cx, verify) else {
+                if now.saturating_duration_since(inflight[i].0) > checks.hang_limit {
+                    // Never answered: give up on it (its key stays in
+                    // `writing`, as its version may still land) and stop
+                    // the phase.
+                    inflight.swap_remove(i);
+                    hung += 1;
+                    live.abort.store(true, Relaxed);
+                    continue;
+                }
                 i += 1;
                 continue;
             };
-            let (t, _) = inflight.swap_remove(i);
+            let (t, p) = inflight.swap_remove(i);
+            if let Some(k) = p.written_key() {
+                writing.remove(&k);
+            }
             completed += 1;
             match class {
                 Some(c) => {
@@ -508,5 +672,19 @@ fn client(
             idle = 0;
         }
     }
-    (errors, hist, first)
+    if hung > 0 {
+        log::error!(
+            "client {c}: gave up on {hung} operations in flight for over {:?} (--hang-limit)",
+            checks.hang_limit
+        );
+    }
+    ClientResult {
+        totals: Totals {
+            ops: completed,
+            errors,
+            hung_ops: hung,
+        },
+        hist,
+        first,
+    }
 }

@@ -240,6 +240,7 @@ async fn phase(
                 ops_per_sec: (n - last) as f64 / last_t.elapsed().as_secs_f64(),
                 hit_ratio: 0.0,
                 l2_hit_ratio: 0.0,
+                rss_bytes: procfs::rss_bytes(),
             });
             last = n;
             last_t = Instant::now();
