@@ -449,3 +449,42 @@ fn heavy_invalidation_while_feeding_keeps_the_log() {
     assert_eq!(s.l2.l2_records, s.requests.invalidate_requests);
     e.shutdown().unwrap();
 }
+
+#[test]
+fn a_log_given_up_zeroes_both_header_copies_so_a_restart_starts_empty() {
+    use polarc::device::faulty::{FaultConfig, FaultyDevice};
+    use std::sync::atomic::Ordering::Relaxed;
+    let mem = Arc::new(MemDevice::new(64 << 20, 512).unwrap());
+    let dev = FaultyDevice::new(mem.clone(), FaultConfig::default()).unwrap();
+    let faults = dev.counters();
+    let (e, _) = engine_on(dev, 2);
+    fill(&e, 300);
+    // Every write fails: the record's log block is tried MAX_ATTEMPTS
+    // times, then the log is given up, and zeroing the header fails too.
+    faults.fail_all_writes.store(true, Relaxed);
+    let r = e.invalidate(&index(0));
+    assert!(
+        matches!(r, Err(polarc::Error::NotDurable { .. })),
+        "invalidate with every write failing: {r:?}"
+    );
+    assert_eq!(e.stats().l2.l2_log_failures, 1);
+    // Writes work again: the zeroing is tried again and lands, and records
+    // no longer need the log.
+    faults.fail_all_writes.store(false, Relaxed);
+    let t = Instant::now();
+    while e.invalidate(&index(1)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "still NotDurable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    e.shutdown().unwrap();
+    // Both header copies are zero: a restart formats the device instead
+    // of rebuilding a log that lacks the records.
+    assert!(mem.snapshot()[..2 * 4096].iter().all(|&b| b == 0));
+    let (e, _) = engine_on(mem, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let s = e.stats();
+    assert_eq!(s.l2.l2_rebuild_success, 0, "{:?}", s.l2);
+    assert_eq!(s.l2_sizes.l2_blocks, 0);
+    assert_eq!(&*e.read(&index(0)).unwrap(), &value(&index(0))[..]);
+    e.shutdown().unwrap();
+}

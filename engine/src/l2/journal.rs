@@ -16,9 +16,10 @@
 //! A log block, once written, is never rewritten: a torn rewrite could
 //! destroy a record already acknowledged. A write that fails is sealed
 //! again under a new sequence number. After [`MAX_ATTEMPTS`] failures the
-//! device's log is given up: its header copies are zeroed (so that a
-//! restart formats it instead of rebuilding a log that lacks records),
-//! every waiter is released, and nothing more is logged.
+//! device's log is given up: both header copies are zeroed and flushed,
+//! tried again every [`POISON_RETRY`] until that lands (so that a restart
+//! formats it instead of rebuilding a log that lacks records); every
+//! waiter is released, and nothing more is logged.
 #![forbid(unsafe_code)]
 
 use super::format::{
@@ -90,8 +91,14 @@ enum HeaderWhy {
     Cycle,
     Fence(u64),
     Close,
-    Poison,
+    /// After a failure, the steps that make a restart format the device:
+    /// 0 and 1 zero the two header copies, 2 flushes them.
+    Poison(u8),
 }
+
+/// A zeroing step that failed is tried again after this long, for as long
+/// as the engine runs: until it lands, records answer `NotDurable`.
+const POISON_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct LogWrite {
     seq: u64,
@@ -155,9 +162,11 @@ pub(crate) struct Journal {
     /// The next feed write's sequence number (for the header).
     pub next_write: u64,
     failed: bool,
-    /// After a failure: the zeroed header was written, so a restart
-    /// formats the device and records need no log.
+    /// After a failure: both header copies are zeroed and flushed, so a
+    /// restart formats the device and records need no log.
     zeroed: bool,
+    /// After a failed zeroing step: when to try it again.
+    poison_retry: Option<std::time::Instant>,
     next_tag: u64,
     events: Vec<Event>,
     /// Counters: log writes and bytes, flushes, header writes, records.
@@ -199,6 +208,7 @@ impl Journal {
             durable,
             failed: false,
             zeroed: false,
+            poison_retry: None,
             next_tag: 0,
             events: Vec::new(),
             counters: L2Counters::default(),
@@ -301,9 +311,14 @@ impl Journal {
     /// flush for completed blocks, the next header write.
     pub(crate) fn pump(&mut self, q: &mut dyn DeviceQueue) {
         if self.failed {
-            if self.header_io.is_none() && self.header_queue.first() == Some(&HeaderWhy::Poison) {
-                self.header_queue.clear();
-                self.write_header(q, HeaderWhy::Poison, 1);
+            let due = self
+                .poison_retry
+                .is_none_or(|t| std::time::Instant::now() >= t);
+            if self.header_io.is_none() && due {
+                if let Some(&why @ HeaderWhy::Poison(_)) = self.header_queue.first() {
+                    self.header_queue.clear();
+                    self.write_header(q, why, 1);
+                }
             }
             return;
         }
@@ -534,6 +549,12 @@ impl Journal {
     }
 
     fn write_header(&mut self, q: &mut dyn DeviceQueue, why: HeaderWhy, attempts: u32) {
+        if why == HeaderWhy::Poison(2) {
+            let tag = self.tag(TAG_HEADER);
+            self.header_io = Some((tag, why, attempts));
+            q.submit(tag, IoOp::Flush);
+            return;
+        }
         let len = self.geo.meta_block as usize;
         let Some(mut b) = self.pool.alloc(len) else {
             log::error!("{}: no pool buffer for the header", self.name);
@@ -541,10 +562,10 @@ impl Journal {
             return;
         };
         let s = &mut b.as_mut_slice()[..len];
-        let offset = if why == HeaderWhy::Poison {
+        let offset = if let HeaderWhy::Poison(copy) = why {
             // Both copies zeroed: a restart finds a new device.
             s.fill(0);
-            0
+            self.geo.header_offset(u64::from(copy))
         } else {
             let d = self.durable;
             let h = DeviceHeader {
@@ -578,25 +599,11 @@ impl Journal {
                 buf: b.freeze(len),
             },
         );
-        if why == HeaderWhy::Poison {
-            // The second copy too; its completion is not waited for.
-            if let Some(mut b2) = self.pool.alloc(len) {
-                b2.as_mut_slice()[..len].fill(0);
-                let t2 = self.tag(TAG_HEADER);
-                q.submit(
-                    t2,
-                    IoOp::Write {
-                        offset: self.geo.header_offset(1),
-                        buf: b2.freeze(len),
-                    },
-                );
-            }
-        }
     }
 
     fn header_done(&mut self, q: &mut dyn DeviceQueue, c: Completion) {
         let Some((tag, why, attempts)) = self.header_io else {
-            return; // the second poison copy
+            return;
         };
         if tag != c.tag {
             return;
@@ -624,17 +631,30 @@ impl Journal {
             HeaderWhy::Fence(e) => self.completed.push(Waiter::Fence(e)),
             // Closed once the clean header is durable.
             HeaderWhy::Close => self.completed.push(Waiter::Closed),
-            HeaderWhy::Poison => self.zeroed = true,
+            HeaderWhy::Poison(step @ (0 | 1)) => {
+                self.header_queue.push(HeaderWhy::Poison(step + 1))
+            }
+            HeaderWhy::Poison(_) => {
+                self.zeroed = true;
+                log::warn!(
+                    "{}: header copies zeroed; records no longer need its log",
+                    self.name
+                );
+            }
         }
     }
 
     fn header_failed(&mut self, q: &mut dyn DeviceQueue, why: HeaderWhy, attempts: u32) {
         self.header_io = None;
-        if why == HeaderWhy::Poison {
-            log::error!(
-                "{}: could not zero the header either; format the device before its next use",
-                self.name
-            );
+        if let HeaderWhy::Poison(step) = why {
+            if self.poison_retry.is_none() || attempts >= MAX_ATTEMPTS {
+                log::error!(
+                    "{}: could not zero the header either (step {step}); trying again every {POISON_RETRY:?}, records answer NotDurable meanwhile",
+                    self.name
+                );
+            }
+            self.header_queue = vec![why];
+            self.poison_retry = Some(std::time::Instant::now() + POISON_RETRY);
             return;
         }
         if attempts >= MAX_ATTEMPTS {
@@ -685,11 +705,11 @@ impl Journal {
             HeaderWhy::Cycle => Some(Waiter::Cycle),
             HeaderWhy::Fence(e) => Some(Waiter::Fence(e)),
             HeaderWhy::Close => Some(Waiter::Close),
-            HeaderWhy::Poison => None,
+            HeaderWhy::Poison(_) => None,
         }));
         self.open = None;
         self.resolve(all);
-        self.header_queue = vec![HeaderWhy::Poison];
+        self.header_queue = vec![HeaderWhy::Poison(0)];
         self.pump(q);
     }
 }
