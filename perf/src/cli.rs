@@ -143,6 +143,17 @@ pub struct Args {
     /// bdevperf does): uniform read-throughs, --queue-depth per reactor.
     #[arg(long)]
     pub in_reactor: bool,
+    /// Open loop: issue the measured operations at this many per second in
+    /// all (shared by the clients, or by the reactors with --in-reactor), on
+    /// a schedule, and measure each latency from its intended start, so
+    /// that waiting behind a stall counts (no coordinated omission).
+    /// --queue-depth still caps what is in flight. Without it the load is
+    /// closed-loop, and its latency is mostly queueing.
+    #[arg(long, value_name = "OPS_PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// With --rate: the gaps between intended starts.
+    #[arg(long, value_enum, default_value_t = Arrivals::Poisson)]
+    pub arrivals: Arrivals,
 
     // --- soak: faults, deadlines, checks ---
     /// Check every byte read against the generator, staleness included:
@@ -287,6 +298,35 @@ impl From<Idle> for polarc::IdleStrategy {
             Idle::Busy => polarc::IdleStrategy::Busy,
             Idle::Adaptive => polarc::IdleStrategy::Adaptive,
         }
+    }
+}
+
+/// `--arrivals`: how open-loop operations are spaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arrivals {
+    /// Exponential gaps, as independent users make.
+    Poisson,
+    /// Equal gaps.
+    Fixed,
+}
+
+impl From<Arrivals> for polarc::Arrivals {
+    fn from(a: Arrivals) -> Self {
+        match a {
+            Arrivals::Poisson => polarc::Arrivals::Poisson,
+            Arrivals::Fixed => polarc::Arrivals::Fixed,
+        }
+    }
+}
+
+/// `--rate`: a finite number of operations per second, above zero.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        Ok(_) => Err(format!(
+            "{s}: the rate must be at least 1 operation per second"
+        )),
+        Err(_) => Err(format!("{s}: not a number of operations per second")),
     }
 }
 
@@ -729,6 +769,8 @@ impl Args {
             sequential_warmup: self.sequential_warmup,
             settle_l2: self.settle_l2,
             timeline_interval: self.timeline_interval,
+            rate: self.rate,
+            arrivals: self.arrivals.into(),
         }
     }
 }

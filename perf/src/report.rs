@@ -180,6 +180,35 @@ impl Tick {
     }
 }
 
+/// An open-loop run's rate: what was asked for and what was done.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rate {
+    /// Operations per second asked for (`--rate`).
+    pub target: f64,
+    /// Operations per second done over the measured part.
+    pub achieved: f64,
+    /// The engine kept up: it did at least [`KEPT_UP`] of the target rate.
+    pub kept_up: bool,
+    /// Operations issued more than 50 µs after their intended start: the
+    /// generator was at --queue-depth, or (client threads) was not
+    /// scheduled in time. Their latency counts the wait.
+    pub issued_late: u64,
+}
+
+/// The share of the target rate an engine that keeps up achieves.
+pub const KEPT_UP: f64 = 0.95;
+
+impl Rate {
+    pub fn new(target: f64, achieved: f64, issued_late: u64) -> Rate {
+        Rate {
+            target,
+            achieved,
+            kept_up: achieved >= KEPT_UP * target,
+            issued_late,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
@@ -203,6 +232,9 @@ pub struct Report {
     pub timeline: Vec<Tick>,
     /// L2 device traffic over the measured part.
     pub device: Device,
+    /// Open loop (`--rate`): the rate asked for and kept; `None` (JSON
+    /// `null`) for a closed loop, whose latency is mostly queueing.
+    pub rate: Option<Rate>,
     /// Latency CDF per class (µs, quantile), for plots.
     #[serde(skip)]
     pub cdf: Vec<(&'static str, Vec<(f64, f64)>)>,
@@ -269,6 +301,7 @@ impl Report {
             cpu_seconds_per_op: cpu.map(|c| c / ops.max(1) as f64),
             timeline,
             device: Device::default(),
+            rate: None,
             cdf: vec![
                 ("ARC hit", cdf(&hist[0])),
                 ("L2 hit", cdf(&hist[1])),

@@ -158,6 +158,8 @@ fn bad_input_exits_non_zero_with_a_message_and_no_panic() {
         ),
         (&["--l2", "mem:1KiB"], "too small"),
         (&["--bogus"], "--bogus"),
+        (&["--rate", "0"], "at least 1 operation per second"),
+        (&["--rate", "fast"], "fast: not a number"),
         (
             &["--arc", "15EiB", "--trace", "t.lis", "--l2", "none"],
             "--arc 15EiB: ARC × 3 + 64 MiB (the buffer pool for a trace) does not fit in 64 bits",
@@ -427,4 +429,79 @@ fn in_reactor_jobs_report_latency_per_class_with_zipf_keys() {
         l["miss"]["p50"].as_f64().unwrap() >= 20.0,
         "misses wait for the 20 us store: {l}"
     );
+}
+
+/// Open loop: a rate the engine meets is paced (the run lasts ops/rate)
+/// and kept up with; one it cannot meet says so, and its latency counts
+/// the time each operation waited past its intended start.
+#[test]
+fn open_loop_runs_pace_themselves_and_count_waiting_in_latency() {
+    for driver in [&[][..], &["--in-reactor"][..]] {
+        let mut a = TINY.to_vec();
+        a.extend(["--rate", "4000", "--arrivals", "fixed"]);
+        a.extend(driver);
+        let r = json(&a);
+        let rate = &r["rate"];
+        assert_eq!(rate["target"], 4000.0, "{driver:?}: {rate}");
+        assert_eq!(rate["kept_up"], true, "{driver:?}: {rate}");
+        let achieved = rate["achieved"].as_f64().unwrap();
+        assert!((3000.0..4400.0).contains(&achieved), "{driver:?}: {rate}");
+        // 6000 operations at 4000/s take about 1.5 s.
+        assert!(r["seconds"].as_f64().unwrap() > 1.2, "{driver:?}: {r}");
+    }
+    // One client, one request at a time, a 2 ms store: about 500 misses/s
+    // at most, against 2000/s asked.
+    let r = json(&[
+        "--keys",
+        "100000",
+        "--arc",
+        "2MiB",
+        "--reactors",
+        "1",
+        "--l2",
+        "none",
+        "--backing",
+        "sim:2ms",
+        "--clients",
+        "1",
+        "--queue-depth",
+        "1",
+        "--warmup-ops",
+        "0",
+        "--ops",
+        "300",
+        "--rate",
+        "2000",
+    ]);
+    let rate = &r["rate"];
+    assert_eq!(rate["kept_up"], false, "{rate}");
+    assert!(rate["achieved"].as_f64().unwrap() < 1000.0, "{rate}");
+    assert!(rate["issued_late"].as_u64().unwrap() > 200, "{rate}");
+    // Closed loop, a miss takes about 2 ms; here most waited far longer for
+    // their turn, and that counts.
+    let p50 = r["latency_us"]["miss"]["p50"].as_f64().unwrap();
+    assert!(p50 > 20_000.0, "miss p50 {p50} us: the wait is not counted");
+    // Closed loop, the same run reports no rate.
+    let r = json(&[
+        "--keys",
+        "100000",
+        "--arc",
+        "2MiB",
+        "--reactors",
+        "1",
+        "--l2",
+        "none",
+        "--backing",
+        "sim:2ms",
+        "--clients",
+        "1",
+        "--queue-depth",
+        "1",
+        "--warmup-ops",
+        "0",
+        "--ops",
+        "100",
+    ]);
+    assert!(r["rate"].is_null());
+    assert!(r["latency_us"]["miss"]["p50"].as_f64().unwrap() < 20_000.0);
 }

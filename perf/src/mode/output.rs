@@ -44,6 +44,18 @@ pub fn print_report(r: &Report, s: &Stats) {
     if let Some(f) = h.first_10pct {
         println!("hit ratio of the first 10% of measured operations: {f:.4}");
     }
+    match &r.rate {
+        Some(rate) => println!(
+            "open loop: {:.0} ops/s asked, {:.0} done, {}; {} issued late; latency from each operation's intended start",
+            rate.target,
+            rate.achieved,
+            if rate.kept_up { "kept up" } else { "fell behind" },
+            rate.issued_late
+        ),
+        None => println!(
+            "closed loop: latency is mostly queueing behind the requests in flight (--rate for open loop)"
+        ),
+    }
     if let Some(c) = r.cpu_seconds_per_op {
         print!("CPU per op: {:.0} ns (user + sys, whole process)", c * 1e9);
     }
@@ -209,6 +221,7 @@ pub fn report_json(
         "errors": r.errors,
         "hit_ratio": r.hit_ratio,
         "rebuild": rebuild,
+        "rate": r.rate,
         "latency_us": r.latency_us,
         "device": r.device,
         "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },

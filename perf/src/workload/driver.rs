@@ -2,7 +2,7 @@
 
 use super::{Error, KeySampler, Op, Popularity, Workload};
 use crate::procfs::cpu_seconds;
-use crate::report::{class_of, histograms, Device, Histograms, Report, Tick, CLASSES};
+use crate::report::{class_of, histograms, Device, Histograms, Rate, Report, Tick, CLASSES};
 use crate::trace::Access;
 use crate::verify::Verifier;
 use polarc::{index_key, Block, Engine, OpFuture, Stats};
@@ -178,7 +178,8 @@ fn measure_clients(
     checks: &Checks,
     progress: OnProgress<'_>,
 ) -> Result<(Report, Stats, Totals), Error> {
-    let plan = Plan::new(w, Kind::Random)?;
+    let mut plan = Plan::new(w, Kind::Random)?;
+    plan.client_rate = w.rate.map(|r| r / w.clients.max(1) as f64);
     let m = Measure::begin(e);
     let start = m.start;
     let (until, total) = match w.duration {
@@ -204,7 +205,8 @@ fn measure_clients(
         },
         Some(w.timeline_interval),
     )?;
-    let (r, stats) = m.finish(e, &p.hist, p.totals.errors, p.timeline, None, Some(p.first))?;
+    let (mut r, stats) = m.finish(e, &p.hist, p.totals.errors, p.timeline, None, Some(p.first))?;
+    r.rate = w.rate.map(|t| Rate::new(t, r.ops_per_sec, p.issued_late));
     Ok((r, stats, p.totals))
 }
 
@@ -225,8 +227,9 @@ fn measure_in_reactor(
         queue_depth: w.queue_depth,
         op: polarc::JobOp::Read,
         seed: 7,
-        rate: None,
-        arrivals: Default::default(),
+        // Open loop: the rate is shared by the reactors' jobs.
+        rate: w.rate.map(|r| r / m.before.reactors.len() as f64),
+        arrivals: w.arrivals,
     };
     progress("measure (in-reactor jobs)", 0, w.ops);
     let reports = e.run_jobs(&spec)?;
@@ -253,7 +256,9 @@ fn measure_in_reactor(
     }
     // Every read the jobs completed has its latency recorded, so the
     // report's count (recorded + errors) is the jobs' count.
-    let (r, stats) = m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))?;
+    let (mut r, stats) = m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))?;
+    let late = reports.iter().map(|r| r.issued_late).sum();
+    r.rate = w.rate.map(|t| Rate::new(t, r.ops_per_sec, late));
     let totals = Totals {
         ops,
         errors,
@@ -298,6 +303,10 @@ impl Measure {
     }
 }
 
+/// An open-loop operation issued more than this after its intended start
+/// is counted late (as the in-reactor jobs count it).
+const LATE: Duration = Duration::from_micros(50);
+
 /// The class of operations other than reads.
 const OTHER: usize = 3;
 
@@ -327,6 +336,9 @@ struct Plan {
     keys: KeySampler,
     w: Workload,
     kind: Kind,
+    /// Open loop: each client's operations per second (the measured
+    /// phase only; warm-up is closed-loop).
+    client_rate: Option<f64>,
 }
 
 impl Plan {
@@ -335,6 +347,7 @@ impl Plan {
             keys: KeySampler::new(w)?,
             w: w.clone(),
             kind,
+            client_rate: None,
         })
     }
 
@@ -372,6 +385,8 @@ struct PhaseResult {
     timeline: Vec<Tick>,
     /// Operations per class in each client's first tenth.
     first: [u64; CLASSES],
+    /// Open loop: operations issued late (see [`Rate::issued_late`]).
+    issued_late: u64,
 }
 
 /// What one client measured.
@@ -379,6 +394,7 @@ struct ClientResult {
     totals: Totals,
     hist: Histograms,
     first: [u64; CLASSES],
+    issued_late: u64,
 }
 
 /// Runs one phase from client threads.
@@ -417,6 +433,7 @@ fn phase(
         hist: histograms(),
         timeline,
         first: [0u64; CLASSES],
+        issued_late: 0,
     };
     for h in handles {
         let c = h.join().map_err(|_| Error::ClientPanicked)?;
@@ -427,6 +444,7 @@ fn phase(
         for (t, n) in out.first.iter_mut().zip(c.first) {
             *t += n;
         }
+        out.issued_late += c.issued_late;
     }
     Ok(out)
 }
@@ -607,13 +625,35 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
     let mut completed = 0u64;
     let mut stop = false;
     let mut idle = 0u32;
+    // Open loop: the intended start of the next operation. Latency runs
+    // from it, so an operation that waits for a free slot (--queue-depth)
+    // counts the wait (no coordinated omission).
+    let mut next_at = started;
+    let mut issued_late = 0u64;
+    let arrivals = w.arrivals;
     while !(stop || issued == per_client) || !inflight.is_empty() {
         let now = Instant::now();
         if let Some(d) = deadline {
             stop |= now >= d;
         }
         stop |= live.abort.load(Relaxed);
+        let mut waiting_for_time = false;
         while !stop && issued < per_client && inflight.len() < qd {
+            let intended = match plan.client_rate {
+                Some(rate) => {
+                    if next_at > now {
+                        waiting_for_time = true;
+                        break;
+                    }
+                    let at = next_at;
+                    next_at += arrivals.gap(rate, &mut rng);
+                    if now.saturating_duration_since(at) > LATE {
+                        issued_late += 1;
+                    }
+                    at
+                }
+                None => Instant::now(),
+            };
             let (i, op) = plan.next(&mut rng, c, issued);
             let (i, op) = match verify {
                 Some(v) => owned(v, i, op, c, &writing),
@@ -621,7 +661,7 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
             };
             let p = Pending::start(e, w, op, i, verify);
             writing.extend(p.written_key());
-            inflight.push((Instant::now(), p));
+            inflight.push((intended, p));
             issued += 1;
         }
         let mut i = 0;
@@ -666,7 +706,22 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
             if idle < 16 {
                 std::thread::yield_now();
             } else {
-                std::thread::park_timeout(Duration::from_millis(1));
+                // Open loop: no later than the next intended start.
+                let wait = match plan.client_rate {
+                    Some(_) => next_at.saturating_duration_since(Instant::now()),
+                    None => Duration::from_millis(1),
+                };
+                std::thread::park_timeout(wait.min(Duration::from_millis(1)));
+            }
+        } else if completed == before && waiting_for_time {
+            // Nothing in flight: sleep until the next intended start, but
+            // yield through the last stretch (a sleep overshoots by tens
+            // of µs).
+            let wait = next_at.saturating_duration_since(Instant::now());
+            if wait > Duration::from_micros(200) {
+                std::thread::park_timeout(wait - Duration::from_micros(100));
+            } else {
+                std::thread::yield_now();
             }
         } else {
             idle = 0;
@@ -686,5 +741,6 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
         },
         hist,
         first,
+        issued_late,
     }
 }

@@ -107,4 +107,8 @@ pub struct Workload {
     pub settle_l2: bool,
     /// Timeline interval.
     pub timeline_interval: Duration,
+    /// Open loop: operations per second in all; `None` is closed-loop.
+    pub rate: Option<f64>,
+    /// Open loop: the gaps between intended starts.
+    pub arrivals: polarc::Arrivals,
 }
