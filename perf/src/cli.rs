@@ -1,6 +1,7 @@
 //! The command line, and the TOML config file that takes the same keys.
 
 use crate::faults::{BackingFaults, L2Faults};
+use crate::report::SweepClass;
 use crate::trace::{self, Format};
 use crate::units::{format_size, parse_duration, parse_size};
 use crate::workload::{Op, OpMix, Popularity, Workload};
@@ -151,6 +152,15 @@ pub struct Args {
     /// closed-loop, and its latency is mostly queueing.
     #[arg(long, value_name = "OPS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Latency against load: after a closed-loop run, run the measured
+    /// phase open-loop at 25, 50, 60, 70, 80, 90 and 100% of its
+    /// throughput, and report the highest rate kept up with at a p99 (of
+    /// --sweep-class) within this target, e.g. 20us.
+    #[arg(long, value_name = "P99", value_parser = parse_duration)]
+    pub rate_sweep: Option<Duration>,
+    /// The read class whose p99 --rate-sweep holds to its target.
+    #[arg(long, value_enum, default_value_t = SweepClass::All)]
+    pub sweep_class: SweepClass,
     /// With --rate: the gaps between intended starts.
     #[arg(long, value_enum, default_value_t = Arrivals::Poisson)]
     pub arrivals: Arrivals,

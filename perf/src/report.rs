@@ -92,7 +92,7 @@ impl Rebuild {
 }
 
 /// Latency percentiles of one class, in µs.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Latency {
     /// Operations in the class.
     pub count: u64,
@@ -123,7 +123,7 @@ impl Latency {
 }
 
 /// Latency per class of operation.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Latencies {
     /// Every operation.
     pub all: Latency,
@@ -209,6 +209,49 @@ impl Rate {
     }
 }
 
+/// The read class whose p99 a rate sweep holds to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepClass {
+    All,
+    ArcHit,
+    L2Hit,
+    Miss,
+}
+
+impl SweepClass {
+    /// This class's latency in `l`.
+    pub fn of(self, l: &Latencies) -> &Latency {
+        match self {
+            SweepClass::All => &l.all,
+            SweepClass::ArcHit => &l.arc_hit,
+            SweepClass::L2Hit => &l.l2_hit,
+            SweepClass::Miss => &l.miss,
+        }
+    }
+}
+
+/// One open-loop run of a rate sweep.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SweepPoint {
+    pub rate: Rate,
+    pub latency_us: Latencies,
+}
+
+/// A rate sweep: open-loop runs at shares of the closed-loop throughput.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sweep {
+    /// The read class held to the target, and its p99 target in µs.
+    pub class: SweepClass,
+    pub p99_target_us: f64,
+    /// The closed-loop run's throughput, which the rates are shares of.
+    pub closed_loop_ops_per_sec: f64,
+    /// The highest rate kept up with at a p99 within the target; `None`
+    /// when no rate met it.
+    pub max_rate: Option<f64>,
+    pub points: Vec<SweepPoint>,
+}
+
 /// What a run measured.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
@@ -235,6 +278,9 @@ pub struct Report {
     /// Open loop (`--rate`): the rate asked for and kept; `None` (JSON
     /// `null`) for a closed loop, whose latency is mostly queueing.
     pub rate: Option<Rate>,
+    /// `--rate-sweep`: latency against load, and the highest rate that met
+    /// the p99 target.
+    pub sweep: Option<Sweep>,
     /// Latency CDF per class (µs, quantile), for plots.
     #[serde(skip)]
     pub cdf: Vec<(&'static str, Vec<(f64, f64)>)>,
@@ -302,6 +348,7 @@ impl Report {
             timeline,
             device: Device::default(),
             rate: None,
+            sweep: None,
             cdf: vec![
                 ("ARC hit", cdf(&hist[0])),
                 ("L2 hit", cdf(&hist[1])),

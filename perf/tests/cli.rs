@@ -505,3 +505,33 @@ fn open_loop_runs_pace_themselves_and_count_waiting_in_latency() {
     assert!(r["rate"].is_null());
     assert!(r["latency_us"]["miss"]["p50"].as_f64().unwrap() < 20_000.0);
 }
+
+#[test]
+fn a_rate_sweep_reports_latency_against_load_and_the_best_rate() {
+    let mut a = TINY.to_vec();
+    a.extend([
+        "--in-reactor",
+        "--rate-sweep",
+        "1s",
+        "--sweep-class",
+        "arc-hit",
+    ]);
+    let r = json(&a);
+    let s = &r["sweep"];
+    assert_eq!(s["class"], "arc_hit", "{s}");
+    assert_eq!(s["p99_target_us"], 1e6);
+    let closed = s["closed_loop_ops_per_sec"].as_f64().unwrap();
+    assert_eq!(closed, r["ops_per_sec"].as_f64().unwrap());
+    let points = s["points"].as_array().unwrap();
+    assert_eq!(points.len(), 7);
+    let first = points[0]["rate"]["target"].as_f64().unwrap();
+    assert!((first - closed / 4.0).abs() < 1.0, "{s}");
+    // Every rate of a second's p99 is met where the engine kept up; at a
+    // quarter of its closed-loop throughput it does.
+    let best = s["max_rate"].as_f64().unwrap();
+    assert!(best >= first, "{s}");
+    // A target no read meets: no rate.
+    let mut a = TINY.to_vec();
+    a.extend(["--in-reactor", "--rate-sweep", "1ns"]);
+    assert!(json(&a)["sweep"]["max_rate"].is_null());
+}

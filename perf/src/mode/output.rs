@@ -222,6 +222,7 @@ pub fn report_json(
         "hit_ratio": r.hit_ratio,
         "rebuild": rebuild,
         "rate": r.rate,
+        "sweep": r.sweep,
         "latency_us": r.latency_us,
         "device": r.device,
         "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },

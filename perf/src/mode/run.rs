@@ -78,8 +78,13 @@ pub fn run(a: &Args) -> Result<(), Error> {
         verify: verify.clone(),
         hang_limit: engine::hang_limit(a, &e),
     };
-    let (r, stats, totals) =
-        workload::run(&e, &w, driver, &checks, &|p, d, n| progress.update(p, d, n))?;
+    let on_progress = |p: &str, d, n| progress.update(p, d, n);
+    let (r, stats, totals) = match a.rate_sweep {
+        Some(target) => {
+            workload::sweep(&e, &w, driver, &checks, &on_progress, target, a.sweep_class)?
+        }
+        None => workload::run(&e, &w, driver, &checks, &on_progress)?,
+    };
     progress.finish();
     let run = SoakRun {
         totals,

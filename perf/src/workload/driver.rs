@@ -2,7 +2,10 @@
 
 use super::{Error, KeySampler, Op, Popularity, Workload};
 use crate::procfs::cpu_seconds;
-use crate::report::{class_of, histograms, Device, Histograms, Rate, Report, Tick, CLASSES};
+use crate::report::{
+    class_of, histograms, Device, Histograms, Rate, Report, Sweep, SweepClass, SweepPoint, Tick,
+    CLASSES,
+};
 use crate::trace::Access;
 use crate::verify::Verifier;
 use polarc::{index_key, Block, Engine, OpFuture, Stats};
@@ -75,6 +78,78 @@ pub fn run(
         Driver::InReactor => measure_in_reactor(e, w, progress)?,
     };
     totals.add(measured);
+    Ok((r, stats, totals))
+}
+
+/// The shares of the closed-loop throughput a rate sweep runs at.
+const SWEEP_SHARES: [f64; 7] = [0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// Warms up, measures closed-loop (the report returned), then runs the
+/// measured phase open-loop at [`SWEEP_SHARES`] of that throughput, and
+/// finds the highest rate kept up with at a `class` p99 within `target`.
+pub fn sweep(
+    e: &Engine,
+    w: &Workload,
+    driver: Driver,
+    checks: &Checks,
+    progress: OnProgress<'_>,
+    target: Duration,
+    class: SweepClass,
+) -> Result<(Report, Stats, Totals), Error> {
+    let closed = Workload {
+        rate: None,
+        ..w.clone()
+    };
+    let (mut r, mut stats, mut totals) = run(e, &closed, driver, checks, progress)?;
+    let max = r.ops_per_sec;
+    let target_us = target.as_secs_f64() * 1e6;
+    let mut points = Vec::new();
+    for share in SWEEP_SHARES {
+        let open = Workload {
+            rate: Some((max * share).max(1.0)),
+            ..w.clone()
+        };
+        let (p, s, t) = match driver {
+            Driver::Clients => measure_clients(e, &open, checks, progress)?,
+            Driver::InReactor => measure_in_reactor(e, &open, progress)?,
+        };
+        totals.add(t);
+        stats = s;
+        let (Some(rate), latency_us) = (p.rate, p.latency_us) else {
+            continue;
+        };
+        let c = class.of(&latency_us);
+        println!(
+            "sweep: {:>9.0} ops/s asked ({:>3.0}%), {:>9.0} done{}; {class:?} p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            rate.target,
+            share * 100.0,
+            rate.achieved,
+            if rate.kept_up { "" } else { " (fell behind)" },
+            c.p50,
+            c.p99,
+            c.p999
+        );
+        points.push(SweepPoint { rate, latency_us });
+    }
+    let max_rate = points
+        .iter()
+        .filter(|p| p.rate.kept_up && class.of(&p.latency_us).p99 <= target_us)
+        .map(|p| p.rate.target)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    match max_rate {
+        Some(m) => println!(
+            "sweep: highest rate with {class:?} p99 <= {target_us:.1} us: {m:.0} ops/s ({:.0}% of closed-loop {max:.0})",
+            m / max * 100.0
+        ),
+        None => println!("sweep: no rate tried kept {class:?} p99 within {target_us:.1} us"),
+    }
+    r.sweep = Some(Sweep {
+        class,
+        p99_target_us: target_us,
+        closed_loop_ops_per_sec: max,
+        max_rate,
+        points,
+    });
     Ok((r, stats, totals))
 }
 
