@@ -12,7 +12,10 @@
 //! it was issued; no checksum fails (nothing corrupts data here, so a bad
 //! checksum would mean a copy pointing at overwritten bytes); once quiet,
 //! no header is still `L2_WRITING`, every write buffer went through the
-//! free-on-write ring, and no pool buffer is outstanding.
+//! free-on-write ring, and no pool buffer is outstanding. Then the run
+//! restarts on the same device: the rebuilt log must bring back no block
+//! older than its key's current version (a block packed into a feed
+//! buffer after its key's record was logged would).
 
 use crate::backing::{BackingStore, ReadDone};
 use crate::bufpool::BufPool;
@@ -160,6 +163,8 @@ struct Seen {
     write_failed_evicted: u64,
     staged: u64,
     stage_dropped: u64,
+    /// L2 hits on blocks the restart's rebuild brought back.
+    rebuilt_hits: u64,
 }
 
 /// One reactor with its host, stepped by hand on the fake clock.
@@ -170,6 +175,67 @@ struct SimReactor {
 
 fn step(r: &mut SimReactor, mb: &Mailbox<Msg>, msgs: usize, now: Instant) {
     r.reactor.step(&mut r.core, mb, msgs, Some(now));
+}
+
+/// What [`boot`] starts reactors with.
+struct Boot<'a> {
+    n: usize,
+    device: Arc<SimDevice>,
+    cfg: L2Config,
+    pool: &'a BufPool,
+    backing: Arc<dyn BackingStore>,
+    mbs: &'a Mailboxes,
+    feeder: usize,
+    stage: bool,
+    now: Instant,
+}
+
+/// Starts `n` reactors over the device: it is prepared first (formatted,
+/// or its log rebuilt at a restart).
+fn boot(b: Boot<'_>) -> Vec<SimReactor> {
+    let start = prepare(b.device.as_ref(), &b.cfg, 8 * 4096, b.pool).unwrap();
+    let setup = L2Setup {
+        cfg: Arc::new(b.cfg),
+        devs: vec![Arc::new(DevShared {
+            info: b.device.info(),
+            device: b.device,
+            feeder: b.feeder,
+            writes_in_flight: Default::default(),
+            health: Default::default(),
+            start,
+        })],
+        max_block: 4096,
+    };
+    (0..b.n)
+        .map(|i| {
+            let mut c = Core::new(
+                i,
+                Shard::new(12 << 10, Policy::Arc),
+                b.pool.clone(),
+                b.backing.clone(),
+                b.mbs.clone(),
+                Limits {
+                    max_block: 4096,
+                    backing_timeout: Duration::from_secs(3600),
+                    shutdown_timeout: Duration::from_secs(3600),
+                    max_in_flight: 1 << 20,
+                },
+                Default::default(),
+            );
+            let link = Arc::new(MailboxLink(b.mbs.clone()));
+            c.l2 = Some(Box::new(L2::open(setup.clone(), i, link, b.pool).unwrap()));
+            if b.stage {
+                c.shard.l2_set_stage(StageRules {
+                    limit: 3 << 10,
+                    noprefetch: false,
+                    mfuonly: false,
+                });
+            }
+            let mut reactor = Reactor::new(b.now);
+            pollers::register(&mut reactor, &mut c);
+            SimReactor { core: c, reactor }
+        })
+        .collect()
 }
 
 fn run(seed: u64) -> Seen {
@@ -210,51 +276,23 @@ fn run(seed: u64) -> Seen {
         },
         ..L2Config::default()
     };
-    let start = prepare(device.as_ref(), &cfg, 8 * 4096, &pool).unwrap();
-    let setup = L2Setup {
-        cfg: Arc::new(cfg),
-        devs: vec![Arc::new(DevShared {
-            info: device.info(),
-            device,
-            feeder: rng.gen_range(0..n),
-            writes_in_flight: Default::default(),
-            health: Default::default(),
-            start,
-        })],
-        max_block: 4096,
-    };
+    let feeder = rng.gen_range(0..n);
     let stage = rng.gen_bool(0.5);
     let mut now = Instant::now();
-    let mut cores: Vec<SimReactor> = (0..n)
-        .map(|i| {
-            let mut c = Core::new(
-                i,
-                Shard::new(12 << 10, Policy::Arc),
-                pool.clone(),
-                backing.clone(),
-                mbs.clone(),
-                Limits {
-                    max_block: 4096,
-                    backing_timeout: Duration::from_secs(3600),
-                    shutdown_timeout: Duration::from_secs(3600),
-                    max_in_flight: 1 << 20,
-                },
-                Default::default(),
-            );
-            let link = Arc::new(MailboxLink(mbs.clone()));
-            c.l2 = Some(Box::new(L2::open(setup.clone(), i, link, &pool).unwrap()));
-            if stage {
-                c.shard.l2_set_stage(StageRules {
-                    limit: 3 << 10,
-                    noprefetch: false,
-                    mfuonly: false,
-                });
-            }
-            let mut reactor = Reactor::new(now);
-            pollers::register(&mut reactor, &mut c);
-            SimReactor { core: c, reactor }
+    let boot = |now: Instant| {
+        boot(Boot {
+            n,
+            device: device.clone(),
+            cfg: cfg.clone(),
+            pool: &pool,
+            backing: backing.clone(),
+            mbs: &mbs,
+            feeder,
+            stage,
+            now,
         })
-        .collect();
+    };
+    let mut cores = boot(now);
     type Waiting = (u64, u64, oneshot::Receiver<Outcome>);
     let mut waiting: Vec<Waiting> = Vec::new();
     let send = |op: Op, k: u64, reply: Reply| {
@@ -367,6 +405,49 @@ fn run(seed: u64) -> Seen {
     }
     assert_eq!(sent, freed, "seed {seed}: write buffers not freed on write");
     drop(cores);
+    // A restart on the same device: the log is rebuilt, and no block it
+    // brings back may be older than its key's version (a record logged
+    // before a stale entry would let that entry win).
+    let mut cores = boot(now);
+    let mut rounds = 0;
+    let rebuilt = |cores: &[SimReactor]| {
+        cores
+            .iter()
+            .map(|c| c.core.stats().l2.l2_rebuild_success)
+            .sum::<u64>()
+    };
+    while rebuilt(&cores) == 0 || !quiet(&cores) {
+        now += Duration::from_millis(1);
+        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
+            step(c, mb, 64, now);
+        }
+        rounds += 1;
+        assert!(rounds < 100_000, "seed {seed}: no rebuild");
+    }
+    let hits_before: u64 = cores.iter().map(|c| c.core.stats().l2.l2_hits).sum();
+    for k in 0..KEYS {
+        let (tx, rx) = oneshot::channel();
+        send(Op::Read, k, Reply::Client(tx));
+        waiting.push((k, version(&versions, k), rx));
+    }
+    for c in cores.iter_mut() {
+        c.core.stopping = true;
+    }
+    while !quiet(&cores) || !waiting.is_empty() {
+        now += Duration::from_millis(1);
+        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
+            step(c, mb, 64, now);
+        }
+        check(&mut waiting);
+        rounds += 1;
+        assert!(
+            rounds < 200_000,
+            "seed {seed}: never quiet after the restart"
+        );
+    }
+    let hits_after: u64 = cores.iter().map(|c| c.core.stats().l2.l2_hits).sum();
+    seen.rebuilt_hits += hits_after - hits_before;
+    drop(cores);
     drop(local);
     assert_eq!(pool.stats().outstanding, 0, "seed {seed}: buffers leaked");
     seen
@@ -385,10 +466,12 @@ fn feeder_done_and_evict_interleavings_keep_every_invariant() {
         total.write_failed_evicted += s.write_failed_evicted;
         total.staged += s.staged;
         total.stage_dropped += s.stage_dropped;
+        total.rebuilt_hits += s.rebuilt_hits;
     }
     println!("40 runs: {total:?}");
     // Each interleaving of the issue happened, many times.
     assert!(total.l2_hits > 0, "{total:?}");
+    assert!(total.rebuilt_hits > 0, "restarts served from L2: {total:?}");
     assert!(
         total.writing_evicted > 0,
         "eviction racing a write: {total:?}"
