@@ -203,6 +203,11 @@ pub struct Args {
     /// (L2Config::write_deadline). Default: the engine's, 2s.
     #[arg(long, value_parser = parse_duration)]
     pub l2_write_deadline: Option<Duration>,
+    /// LZ4 packing time per feeder poll (L2Config::poll_budget): a write
+    /// buffer that takes longer is packed over several reactor loop
+    /// iterations; 0 packs one block per poll. Default: the engine's, 20us.
+    #[arg(long, value_parser = parse_duration)]
+    pub l2_poll_budget: Option<Duration>,
     /// How long the engine's shutdown waits for I/O in flight
     /// (Config::shutdown_timeout). Default: the engine's, 10s.
     #[arg(long, value_parser = parse_duration)]
@@ -1181,6 +1186,11 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.l2.read_deadline, Duration::from_millis(25));
         assert_eq!(c.l2.write_deadline, Duration::from_secs(2));
+        assert_eq!(c.l2.poll_budget, Duration::from_micros(20));
+        // A zero poll budget is allowed: one block per poll.
+        let a = args(&["--l2-poll-budget", "0s"]).unwrap();
+        a.check().unwrap();
+        assert_eq!(a.l2_poll_budget, Some(Duration::ZERO));
 
         for flag in [
             "--backing-timeout",

@@ -135,6 +135,7 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
             write_size: usize::try_from(a.l2_write_size).unwrap_or(usize::MAX),
             read_deadline: a.l2_read_deadline.unwrap_or(defaults.read_deadline),
             write_deadline: a.l2_write_deadline.unwrap_or(defaults.write_deadline),
+            poll_budget: a.l2_poll_budget.unwrap_or(defaults.poll_budget),
             ..defaults
         });
     if let Some(d) = a.backing_timeout {
