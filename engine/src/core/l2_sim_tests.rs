@@ -350,16 +350,33 @@ fn run(seed: u64) -> Seen {
     let quiet = |cores: &[SimReactor]| {
         cores.iter().all(|c| c.core.quiet()) && mbs.iter().all(|m| m.is_empty())
     };
-    let mut rounds = 0;
-    while !quiet(&cores) || !waiting.is_empty() {
-        now += Duration::from_millis(1);
-        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step(c, mb, 64, now);
+    // Steps every reactor a millisecond at a time, checking answers, until
+    // `done` holds and nothing waits for an answer.
+    let settle = |cores: &mut [SimReactor],
+                  now: &mut Instant,
+                  waiting: &mut Vec<Waiting>,
+                  done: &dyn Fn(&[SimReactor]) -> bool,
+                  what: &str| {
+        let mut rounds = 0;
+        while !done(cores) || !waiting.is_empty() {
+            *now += Duration::from_millis(1);
+            for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
+                step(c, mb, 64, *now);
+            }
+            check(waiting);
+            rounds += 1;
+            assert!(rounds < 100_000, "seed {seed}: {what}");
         }
-        check(&mut waiting);
-        rounds += 1;
-        assert!(rounds < 100_000, "seed {seed}: never quiet");
-    }
+    };
+    // Every key, read and verified against its current version.
+    let read_all = |waiting: &mut Vec<Waiting>| {
+        for k in 0..KEYS {
+            let (tx, rx) = oneshot::channel();
+            send(Op::Read, k, Reply::Client(tx));
+            waiting.push((k, version(&versions, k), rx));
+        }
+    };
+    settle(&mut cores, &mut now, &mut waiting, &quiet, "never quiet");
     for c in cores.iter_mut() {
         // Staged blocks wait for a feeder that has stopped.
         c.core.shard.l2_unstage_all();
@@ -370,19 +387,8 @@ fn run(seed: u64) -> Seen {
         );
     }
     // Every key once more: L2 copies are read and verified.
-    for k in 0..KEYS {
-        let (tx, rx) = oneshot::channel();
-        let v = version(&versions, k);
-        send(Op::Read, k, Reply::Client(tx));
-        waiting.push((k, v, rx));
-    }
-    while !quiet(&cores) || !waiting.is_empty() {
-        now += Duration::from_millis(1);
-        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step(c, mb, 64, now);
-        }
-        check(&mut waiting);
-    }
+    read_all(&mut waiting);
+    settle(&mut cores, &mut now, &mut waiting, &quiet, "never quiet");
     let mut seen = Seen::default();
     let (mut sent, mut freed) = (0, 0);
     for c in &cores {
@@ -409,42 +415,26 @@ fn run(seed: u64) -> Seen {
     // brings back may be older than its key's version (a record logged
     // before a stale entry would let that entry win).
     let mut cores = boot(now);
-    let mut rounds = 0;
     let rebuilt = |cores: &[SimReactor]| {
-        cores
+        let done: u64 = cores
             .iter()
             .map(|c| c.core.stats().l2.l2_rebuild_success)
-            .sum::<u64>()
+            .sum();
+        done > 0 && quiet(cores)
     };
-    while rebuilt(&cores) == 0 || !quiet(&cores) {
-        now += Duration::from_millis(1);
-        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step(c, mb, 64, now);
-        }
-        rounds += 1;
-        assert!(rounds < 100_000, "seed {seed}: no rebuild");
-    }
+    settle(&mut cores, &mut now, &mut waiting, &rebuilt, "no rebuild");
     let hits_before: u64 = cores.iter().map(|c| c.core.stats().l2.l2_hits).sum();
-    for k in 0..KEYS {
-        let (tx, rx) = oneshot::channel();
-        send(Op::Read, k, Reply::Client(tx));
-        waiting.push((k, version(&versions, k), rx));
-    }
+    read_all(&mut waiting);
     for c in cores.iter_mut() {
         c.core.stopping = true;
     }
-    while !quiet(&cores) || !waiting.is_empty() {
-        now += Duration::from_millis(1);
-        for (c, mb) in cores.iter_mut().zip(mbs.iter()) {
-            step(c, mb, 64, now);
-        }
-        check(&mut waiting);
-        rounds += 1;
-        assert!(
-            rounds < 200_000,
-            "seed {seed}: never quiet after the restart"
-        );
-    }
+    settle(
+        &mut cores,
+        &mut now,
+        &mut waiting,
+        &quiet,
+        "never quiet after the restart",
+    );
     let hits_after: u64 = cores.iter().map(|c| c.core.stats().l2.l2_hits).sum();
     seen.rebuilt_hits += hits_after - hits_before;
     drop(cores);
