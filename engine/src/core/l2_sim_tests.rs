@@ -36,6 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KEYS: u64 = 60;
+/// Runs of the simulation, one per seed. Fewer (40) missed a block packed
+/// into a feed buffer after its key's record: that window opens in about
+/// one run in a few hundred.
+const SEEDS: u64 = 400;
 
 /// Answers at once, in the calling reactor: no threads, no timing.
 struct InlineStore(Versions);
@@ -268,11 +272,13 @@ fn run(seed: u64) -> Seen {
         read_deadline: Duration::from_secs(3600),
         write_deadline: Duration::from_secs(3600),
         // Half the runs pack one block per poll: buffers packed over many
-        // iterations, with invalidations and evictions in between.
+        // iterations, with invalidations and evictions in between. The
+        // others pack a whole buffer per poll. (A budget in real time would
+        // make a run depend on the machine's speed, not only on its seed.)
         poll_budget: if rng.gen_bool(0.5) {
             Duration::ZERO
         } else {
-            L2Config::default().poll_budget
+            Duration::MAX
         },
         ..L2Config::default()
     };
@@ -446,7 +452,7 @@ fn run(seed: u64) -> Seen {
 #[test]
 fn feeder_done_and_evict_interleavings_keep_every_invariant() {
     let mut total = Seen::default();
-    for seed in 0..40 {
+    for seed in 0..SEEDS {
         let s = run(seed);
         total.l2_hits += s.l2_hits;
         total.writes_error += s.writes_error;
@@ -458,7 +464,7 @@ fn feeder_done_and_evict_interleavings_keep_every_invariant() {
         total.stage_dropped += s.stage_dropped;
         total.rebuilt_hits += s.rebuilt_hits;
     }
-    println!("40 runs: {total:?}");
+    println!("{SEEDS} runs: {total:?}");
     // Each interleaving of the issue happened, many times.
     assert!(total.l2_hits > 0, "{total:?}");
     assert!(total.rebuilt_hits > 0, "restarts served from L2: {total:?}");
