@@ -431,6 +431,27 @@ fn in_reactor_jobs_report_latency_per_class_with_zipf_keys() {
     );
 }
 
+/// One client, one request at a time, nearly every read a miss on a 2 ms
+/// store.
+const ONE_MISS_AT_A_TIME: &[&str] = &[
+    "--keys",
+    "100000",
+    "--arc",
+    "2MiB",
+    "--reactors",
+    "1",
+    "--l2",
+    "none",
+    "--backing",
+    "sim:2ms",
+    "--clients",
+    "1",
+    "--queue-depth",
+    "1",
+    "--warmup-ops",
+    "0",
+];
+
 /// Open loop: a rate the engine meets is paced (the run lasts ops/rate)
 /// and kept up with; one it cannot meet says so, and its latency counts
 /// the time each operation waited past its intended start.
@@ -451,28 +472,7 @@ fn open_loop_runs_pace_themselves_and_count_waiting_in_latency() {
     }
     // One client, one request at a time, a 2 ms store: about 500 misses/s
     // at most, against 2000/s asked.
-    let r = json(&[
-        "--keys",
-        "100000",
-        "--arc",
-        "2MiB",
-        "--reactors",
-        "1",
-        "--l2",
-        "none",
-        "--backing",
-        "sim:2ms",
-        "--clients",
-        "1",
-        "--queue-depth",
-        "1",
-        "--warmup-ops",
-        "0",
-        "--ops",
-        "300",
-        "--rate",
-        "2000",
-    ]);
+    let r = json(&[ONE_MISS_AT_A_TIME, &["--ops", "300", "--rate", "2000"]].concat());
     let rate = &r["rate"];
     assert_eq!(rate["kept_up"], false, "{rate}");
     assert!(rate["achieved"].as_f64().unwrap() < 1000.0, "{rate}");
@@ -482,26 +482,7 @@ fn open_loop_runs_pace_themselves_and_count_waiting_in_latency() {
     let p50 = r["latency_us"]["miss"]["p50"].as_f64().unwrap();
     assert!(p50 > 20_000.0, "miss p50 {p50} us: the wait is not counted");
     // Closed loop, the same run reports no rate.
-    let r = json(&[
-        "--keys",
-        "100000",
-        "--arc",
-        "2MiB",
-        "--reactors",
-        "1",
-        "--l2",
-        "none",
-        "--backing",
-        "sim:2ms",
-        "--clients",
-        "1",
-        "--queue-depth",
-        "1",
-        "--warmup-ops",
-        "0",
-        "--ops",
-        "100",
-    ]);
+    let r = json(&[ONE_MISS_AT_A_TIME, &["--ops", "100"]].concat());
     assert!(r["rate"].is_null());
     assert!(r["latency_us"]["miss"]["p50"].as_f64().unwrap() < 20_000.0);
 }
