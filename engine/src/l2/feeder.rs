@@ -402,7 +402,6 @@ impl Feeder {
                 if self.shared.health.is_degraded() {
                     // Writes to a device that does not answer would only
                     // wait for their deadlines: give up the cycle's rest.
-                    self.drop_packing();
                     self.abort_picks();
                 }
                 let t = Instant::now();
@@ -558,7 +557,6 @@ impl Feeder {
     /// its time limit. Returns how many requests were abandoned.
     pub(crate) fn abandon(&mut self) -> usize {
         let n = self.queue.abandon_all();
-        self.drop_packing();
         self.abort_picks();
         self.writes.clear();
         self.shared.writes_in_flight.store(0, Relaxed);
@@ -1019,14 +1017,6 @@ impl Feeder {
         );
     }
 
-    /// Gives up the buffer under way: its blocks get no L2 copy.
-    fn drop_packing(&mut self) {
-        if let Some(w) = self.packing.take() {
-            let done = w.blocks.into_iter().map(|(i, h, _)| (i, h, None)).collect();
-            self.send_done(done);
-        }
-    }
-
     /// The key with `hash` was invalidated or replaced: a block of it in
     /// the buffer under way leaves it (its bytes stay, unreferenced), so
     /// that no entry of it follows the record in the log.
@@ -1092,12 +1082,13 @@ impl Feeder {
         }
     }
 
-    /// Releases every picked block without writing it.
+    /// Releases every picked block without writing it, those packed into
+    /// the buffer under way too (the buffer is dropped).
     fn abort_picks(&mut self) {
-        let all = self
-            .picks
-            .drain(..)
-            .map(|p| (p.idx, p.hash, None))
+        let packed = self.packing.take().into_iter().flat_map(|w| w.blocks);
+        let all = packed
+            .map(|(i, h, _)| (i, h, None))
+            .chain(self.picks.drain(..).map(|p| (p.idx, p.hash, None)))
             .collect();
         self.send_done(all);
     }
