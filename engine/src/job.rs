@@ -53,6 +53,11 @@ pub struct JobSpec {
     pub arrivals: Arrivals,
 }
 
+/// An open-loop operation issued more than this after its intended start
+/// is counted late ([`JobReport::issued_late`]); the harness's client
+/// threads count theirs the same way.
+pub const ISSUED_LATE_AFTER: Duration = Duration::from_micros(50);
+
 /// How an open loop spaces its operations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,7 +250,7 @@ impl Poller<Core> for Job {
             let tag = match (self.spec.rate, now) {
                 (Some(rate), Some(now)) => {
                     let intended = self.next_at;
-                    if now.saturating_sub(intended) > Duration::from_micros(50) {
+                    if now.saturating_sub(intended) > ISSUED_LATE_AFTER {
                         self.report.issued_late += 1;
                     }
                     self.next_at += self.spec.arrivals.gap(rate, &mut self.rng);

@@ -60,7 +60,7 @@ pub use config::{Config, WhenFull};
 pub use engine::{Engine, EngineBuilder, OpFuture};
 pub use error::{BackingError, Error, Result};
 #[cfg(feature = "jobs")]
-pub use job::{Arrivals, JobOp, JobReport, JobSpec};
+pub use job::{Arrivals, JobOp, JobReport, JobSpec, ISSUED_LATE_AFTER};
 pub use l2::compress;
 pub use l2::{L2Config, L2Counters};
 pub use reactor::{IdleStrategy, Pinning};

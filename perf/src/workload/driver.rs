@@ -378,10 +378,6 @@ impl Measure {
     }
 }
 
-/// An open-loop operation issued more than this after its intended start
-/// is counted late (as the in-reactor jobs count it).
-const LATE: Duration = Duration::from_micros(50);
-
 /// The class of operations other than reads.
 const OTHER: usize = 3;
 
@@ -722,7 +718,7 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
                     }
                     let at = next_at;
                     next_at += arrivals.gap(rate, &mut rng);
-                    if now.saturating_duration_since(at) > LATE {
+                    if now.saturating_duration_since(at) > polarc::ISSUED_LATE_AFTER {
                         issued_late += 1;
                     }
                     at
