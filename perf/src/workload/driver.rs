@@ -73,12 +73,23 @@ pub fn run(
     progress: OnProgress<'_>,
 ) -> Result<(Report, Stats, Totals), Error> {
     let mut totals = warm_up(e, w, checks, progress)?;
-    let (r, stats, measured) = match driver {
-        Driver::Clients => measure_clients(e, w, checks, progress)?,
-        Driver::InReactor => measure_in_reactor(e, w, progress)?,
-    };
+    let (r, stats, measured) = measure(e, w, driver, checks, progress)?;
     totals.add(measured);
     Ok((r, stats, totals))
+}
+
+/// One measured phase, from `driver`.
+fn measure(
+    e: &Engine,
+    w: &Workload,
+    driver: Driver,
+    checks: &Checks,
+    progress: OnProgress<'_>,
+) -> Result<(Report, Stats, Totals), Error> {
+    match driver {
+        Driver::Clients => measure_clients(e, w, checks, progress),
+        Driver::InReactor => measure_in_reactor(e, w, progress),
+    }
 }
 
 /// The shares of the closed-loop throughput a rate sweep runs at.
@@ -109,10 +120,7 @@ pub fn sweep(
             rate: Some((max * share).max(1.0)),
             ..w.clone()
         };
-        let (p, s, t) = match driver {
-            Driver::Clients => measure_clients(e, &open, checks, progress)?,
-            Driver::InReactor => measure_in_reactor(e, &open, progress)?,
-        };
+        let (p, s, t) = measure(e, &open, driver, checks, progress)?;
         totals.add(t);
         stats = s;
         let (Some(rate), latency_us) = (p.rate, p.latency_us) else {
