@@ -785,10 +785,14 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
             if idle < 16 {
                 std::thread::yield_now();
             } else {
-                // Open loop: no later than the next intended start.
+                // Open loop with a free slot: no later than the next
+                // intended start. At --queue-depth only a completion (which
+                // unparks) lets the next one go, however overdue it is.
                 let wait = match plan.client_rate {
-                    Some(_) => next_at.saturating_duration_since(Instant::now()),
-                    None => Duration::from_millis(1),
+                    Some(_) if inflight.len() < qd => {
+                        next_at.saturating_duration_since(Instant::now())
+                    }
+                    _ => Duration::from_millis(1),
                 };
                 std::thread::park_timeout(wait.min(Duration::from_millis(1)));
             }
