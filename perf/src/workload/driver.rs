@@ -143,7 +143,7 @@ pub fn sweep(
         .iter()
         .filter(|p| p.rate.kept_up && class.of(&p.latency_us).p99 <= target_us)
         .map(|p| p.rate.target)
-        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        .max_by(f64::total_cmp);
     match max_rate {
         Some(m) => println!(
             "sweep: highest rate with {class:?} p99 <= {target_us:.1} us: {m:.0} ops/s ({:.0}% of closed-loop {max:.0})",
