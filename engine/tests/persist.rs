@@ -471,11 +471,9 @@ fn a_log_given_up_zeroes_both_header_copies_so_a_restart_starts_empty() {
     // Writes work again: the zeroing is tried again and lands, and records
     // no longer need the log.
     faults.fail_all_writes.store(false, Relaxed);
-    let t = Instant::now();
-    while e.invalidate(&index(1)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "still NotDurable");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fixtures::wait_for("records durable again", Duration::from_secs(10), || {
+        e.invalidate(&index(1)).is_ok()
+    });
     e.shutdown().unwrap();
     // Both header copies are zero: a restart formats the device instead
     // of rebuilding a log that lacks the records.

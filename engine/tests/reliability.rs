@@ -57,17 +57,6 @@ fn evict(e: &Engine, from: u64, n: u64) {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_device_that_stops_answering_is_read_around_rested_and_probed_back() {
     let (e, faults) = faulty_engine(short_deadlines(), Duration::from_secs(5));
@@ -109,13 +98,13 @@ fn a_device_that_stops_answering_is_read_around_rested_and_probed_back() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // It answers again: a probe heals it, and the copies kept serve hits.
     faults.hang_all.store(false, Relaxed);
-    wait_for("recovery", Duration::from_secs(10), || {
+    common::wait_for("recovery", Duration::from_secs(10), || {
         e.stats().l2.l2_degraded == 0
     });
     assert!(e.stats().l2.l2_degraded_recoveries >= 1);
     // The given-up log's header copies get zeroed once the device answers
     // (tried again every second), so that records need the log no more.
-    wait_for("records durable again", Duration::from_secs(10), || {
+    common::wait_for("records durable again", Duration::from_secs(10), || {
         e.invalidate(&key(0)).is_ok()
     });
     evict(&e, 3_000_000, 600);
@@ -185,7 +174,7 @@ fn a_backing_read_past_its_deadline_fails_and_leaves_the_cache_clean() {
     for (_, done) in store.held.lock().unwrap().drain(..) {
         done.complete(Ok(b"stale".to_vec()));
     }
-    wait_for("the late answer", Duration::from_secs(5), || {
+    common::wait_for("the late answer", Duration::from_secs(5), || {
         e.stats().requests.backing_late == 1
     });
     assert!(e.get(b"k").unwrap().is_none(), "a late answer was cached");

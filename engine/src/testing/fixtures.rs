@@ -10,6 +10,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Polls `f` every 10 ms until it holds; panics, naming `what`, once
+/// `limit` has passed.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The key of model key `k`.
 pub fn key(k: u64) -> Vec<u8> {
     format!("key-{k}").into_bytes()
