@@ -203,9 +203,10 @@ pub struct Args {
     /// (L2Config::write_deadline). Default: the engine's, 2s.
     #[arg(long, value_parser = parse_duration)]
     pub l2_write_deadline: Option<Duration>,
-    /// LZ4 packing time per feeder poll (L2Config::poll_budget): a write
-    /// buffer that takes longer is packed over several reactor loop
-    /// iterations; 0 packs one block per poll. Default: the engine's, 20us.
+    /// Longest step of L2 work per reactor loop iteration
+    /// (L2Config::poll_budget): LZ4 packing, picking for a scan, dropping
+    /// evicted copies; longer work is sliced. 0 packs one block and picks
+    /// or evicts 64 headers per step. Default: the engine's, 20us.
     #[arg(long, value_parser = parse_duration)]
     pub l2_poll_budget: Option<Duration>,
     /// How long the engine's shutdown waits for I/O in flight

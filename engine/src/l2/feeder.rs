@@ -35,7 +35,7 @@ use super::{DevShared, L2Config, L2Counters, L2Link, L2Msg};
 use crate::bufpool::{Buf, BufMut, BufPool, FreeOnWrite};
 use crate::device::deadline::{DeadlineQueue, Deadlines};
 use crate::device::{Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
-use crate::shard::{shard_of, HeaderIdx, L2Pick, PickRules};
+use crate::shard::{shard_of, HeaderIdx, L2Pick, PickCursor, PickRules};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -635,6 +635,8 @@ impl Feeder {
                     feeder: self.me,
                     seq: self.seq,
                     rules,
+                    from: PickCursor::default(),
+                    budget: self.cfg.poll_budget,
                 },
             );
         }
@@ -682,8 +684,8 @@ impl Feeder {
         self.arm(at)
     }
 
-    /// A shard's reply to `Scan`.
-    pub(crate) fn on_picked(&mut self, seq: u64, picks: Vec<L2Pick<Buf>>, warm: bool) {
+    /// A shard's reply to `Scan`: one slice of it, or (`last`) its end.
+    pub(crate) fn on_picked(&mut self, seq: u64, picks: Vec<L2Pick<Buf>>, warm: bool, last: bool) {
         if seq != self.seq || self.phase != Phase::Scanning {
             // A cycle abandoned at shutdown: release the blocks.
             for p in picks {
@@ -693,6 +695,9 @@ impl Feeder {
         }
         self.warm |= warm;
         self.picks.extend(picks);
+        if !last {
+            return;
+        }
         self.awaited -= 1;
         if self.awaited == 0 {
             self.plan();
@@ -784,6 +789,8 @@ impl Feeder {
                         feeder: self.me,
                         seq: self.seq,
                         ranges: r,
+                        from: (0, 0),
+                        budget: self.cfg.poll_budget,
                     },
                 );
             }

@@ -110,11 +110,12 @@ pub struct L2Config {
     /// (tens to hundreds of ms), and short enough that an invalidation
     /// waiting on a stuck device answers within seconds.
     pub write_deadline: Duration,
-    /// The longest a feeder packs (LZ4, checksums) in one reactor loop
-    /// iteration before it lets the reactor serve its requests; a write
-    /// buffer whose packing takes longer is packed over several
-    /// iterations. Default: 20 µs, about eight 4 KiB blocks of LZ4 here
-    /// (see docs/BENCHMARKS.md for its effect on latency).
+    /// The longest one step of the L2's work runs on a reactor before the
+    /// reactor serves its requests: a feeder packing (LZ4, checksums), a
+    /// shard picking blocks for a scan, or dropping the copies of an
+    /// evicted range. Longer work is cut into slices. Default: 20 µs,
+    /// about eight 4 KiB blocks of LZ4 here (see docs/BENCHMARKS.md for
+    /// its effect on latency).
     pub poll_budget: Duration,
 }
 
@@ -276,6 +277,11 @@ pub struct L2Counters {
     /// Times a feeder stopped packing a write buffer at its poll budget
     /// (to go on at the next poll).
     pub l2_feed_slices: u64,
+    /// Feed scans a shard cut into slices at the poll budget (it served
+    /// its queued requests between them).
+    pub l2_pick_slices: u64,
+    /// Evict messages a shard cut into slices at the poll budget.
+    pub l2_evict_slices: u64,
     /// Nanoseconds the feeders spent packing (LZ4, checksums, layout,
     /// submission): `l2_feed_bytes / l2_feed_ns` is the feed throughput
     /// of one core, uncapped.
@@ -365,6 +371,8 @@ impl L2Counters {
                 l2_log_bytes,
                 l2_feed_bytes,
                 l2_feed_slices,
+                l2_pick_slices,
+                l2_evict_slices,
                 l2_feed_ns,
                 l2_log_writes,
                 l2_log_write_bytes,
@@ -591,11 +599,17 @@ impl L2 {
                 feeder,
                 seq,
                 rules,
+                mut from,
+                budget,
             } => {
-                let picks = shard.l2_pick(&rules);
+                let t0 = Instant::now();
+                let picks = shard.l2_pick_some(&rules, &mut from, || t0.elapsed() >= budget);
                 self.kicked = false;
                 let c = shard.counters;
                 let warm = c.evict_mru + c.evict_mfu > 0;
+                if !from.done {
+                    self.counters.l2_pick_slices += 1;
+                }
                 self.link.send(
                     feeder,
                     L2Msg::Picked {
@@ -603,17 +617,32 @@ impl L2 {
                         seq,
                         picks,
                         warm,
+                        last: from.done,
                     },
                 );
+                if !from.done {
+                    self.link.send(
+                        self.me,
+                        L2Msg::Scan {
+                            dev,
+                            feeder,
+                            seq,
+                            rules,
+                            from,
+                            budget,
+                        },
+                    );
+                }
             }
             L2Msg::Picked {
                 dev,
                 seq,
                 picks,
                 warm,
+                last,
             } => {
                 if let Some(f) = self.feeder(dev) {
-                    f.on_picked(seq, picks, warm);
+                    f.on_picked(seq, picks, warm, last);
                 }
             }
             L2Msg::Evict {
@@ -621,7 +650,9 @@ impl L2 {
                 feeder,
                 seq,
                 ranges,
-            } => self.evict(shard, dev, feeder, seq, ranges),
+                from,
+                budget,
+            } => self.evict(shard, dev, feeder, seq, ranges, from, budget),
             L2Msg::EvictAck { dev, seq } => {
                 if let Some(f) = self.feeder(dev) {
                     f.on_evict_ack(seq);

@@ -4,32 +4,43 @@
 
 use super::format::L2Loc;
 use crate::bufpool::Buf;
-use crate::shard::{HeaderIdx, L2Pick, PickRules, Rebuilt};
+use crate::shard::{HeaderIdx, L2Pick, PickCursor, PickRules, Rebuilt};
+use std::time::Duration;
 
 /// A message of the L2 protocol.
 pub(crate) enum L2Msg {
-    /// Feeder → shard: pick blocks for device `dev`.
+    /// Feeder → shard: pick blocks for device `dev`, going on from
+    /// `from`, for at most `budget` per slice. A shard whose slice ran
+    /// out of time sends what it picked and this message to itself, with
+    /// the cursor moved on, so the requests queued meanwhile go first.
     Scan {
         dev: u8,
         feeder: usize,
         seq: u64,
         rules: PickRules,
+        from: PickCursor,
+        budget: Duration,
     },
-    /// Shard → feeder: the picked blocks (the deferred write list), and
-    /// whether the shard has started evicting (the ARC is warm).
+    /// Shard → feeder: blocks picked (the deferred write list), whether
+    /// the shard has started evicting (the ARC is warm), and whether this
+    /// is the scan's last slice.
     Picked {
         dev: u8,
         seq: u64,
         picks: Vec<L2Pick<Buf>>,
         warm: bool,
+        last: bool,
     },
     /// Feeder → shard: drop L2 copies in these `(start, end, key hashes)`
-    /// ranges of `dev`, then acknowledge.
+    /// ranges of `dev`, from range `from.0`'s hash `from.1` on, then
+    /// acknowledge. Sliced at `budget` like `Scan`.
     Evict {
         dev: u8,
         feeder: usize,
         seq: u64,
         ranges: Vec<(u64, u64, Vec<u32>)>,
+        from: (usize, usize),
+        budget: Duration,
     },
     /// Shard → feeder: the evicted ranges can be overwritten.
     EvictAck { dev: u8, seq: u64 },

@@ -15,7 +15,7 @@ use super::format::{checksum, key_tag, Encoding, L2Loc};
 use super::{L2Msg, L2};
 use crate::bufpool::Buf;
 use crate::device::{Completion, DeviceError, DeviceQueue, IoBuf, IoOp};
-use crate::shard::{Flags, HeaderIdx, Shard};
+use crate::shard::{Flags, HeaderIdx, Shard, PICK_SLICE};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -233,7 +233,10 @@ impl L2 {
     }
 
     /// The feeder will overwrite these ranges of device `dev`: drop the L2
-    /// copies there, then acknowledge once no read of them is in flight.
+    /// copies there (from `from`, a range and a hash in it), then
+    /// acknowledge once no read of them is in flight. Past `budget` it
+    /// sends the rest to itself, so queued requests go first.
+    #[allow(clippy::too_many_arguments)] // the fields of L2Msg::Evict
     pub(super) fn evict(
         &mut self,
         shard: &mut Shard<Buf>,
@@ -241,12 +244,37 @@ impl L2 {
         feeder: usize,
         seq: u64,
         ranges: Vec<(u64, u64, Vec<u32>)>,
+        from: (usize, usize),
+        budget: std::time::Duration,
     ) {
-        for (start, end, hashes) in &ranges {
-            let e = shard.l2_evict(dev, *start, *end, hashes);
+        let t0 = std::time::Instant::now();
+        let (mut r, mut h) = from;
+        while let Some((start, end, hashes)) = ranges.get(r) {
+            let to = (h + PICK_SLICE).min(hashes.len());
+            let e = shard.l2_evict(dev, *start, *end, &hashes[h..to]);
             self.counters.l2_evicted += e.dropped;
             self.counters.l2_evict_l1cached += e.l1cached;
+            (r, h) = if to == hashes.len() {
+                (r + 1, 0)
+            } else {
+                (r, to)
+            };
+            if r < ranges.len() && t0.elapsed() >= budget {
+                self.counters.l2_evict_slices += 1;
+                let rest = L2Msg::Evict {
+                    dev,
+                    feeder,
+                    seq,
+                    ranges,
+                    from: (r, h),
+                    budget,
+                };
+                self.link.send(self.me, rest);
+                return;
+            }
         }
+        // Reads of any of the ranges, started before this message's first
+        // slice, must end before the feeder overwrites them.
         let tags: Vec<u64> = self
             .reads
             .map

@@ -12,7 +12,7 @@
 //! Also here: the shard's side of a rebuild at start-up (entries and
 //! invalidation records from a device's log, applied in log order).
 
-use super::header::{Flags, HeaderIdx, State};
+use super::header::{Flags, HeaderIdx, State, NIL};
 use super::{hash_key, table_hash, Shard};
 use crate::l2::format::{key_tag, Encoding, L2Loc};
 use hashbrown::HashTable;
@@ -63,6 +63,32 @@ pub struct PickRules {
     pub noprefetch: bool,
     /// Pick from MFU only.
     pub mfuonly: bool,
+}
+
+/// Headers a pick slice looks at between two checks of its time budget.
+pub const PICK_SLICE: usize = 64;
+
+/// Where a scan cut into slices goes on from (see [`Shard::l2_pick_some`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PickCursor {
+    /// 0: the staged queue and then MFU; 1: MRU.
+    list: usize,
+    /// The next header of that list to look at; `None`: its cold end.
+    next: Option<HeaderIdx>,
+    /// Bytes of the lists scanned so far.
+    scanned: u64,
+    /// Bytes picked so far.
+    picked: u64,
+    /// The scan is over.
+    pub done: bool,
+}
+
+impl PickCursor {
+    fn next_list(&mut self) {
+        self.list += 1;
+        self.next = None;
+        self.scanned = 0;
+    }
 }
 
 /// A block picked for L2: marked `L2_WRITING`, its data referenced.
@@ -154,65 +180,99 @@ impl<T: Clone> Shard<T> {
         self.stage.rules = Some(rules);
     }
 
+    /// Picks blocks for the feeder in one go (see [`Shard::l2_pick_some`]).
+    pub fn l2_pick(&mut self, rules: &PickRules) -> Vec<L2Pick<T>> {
+        let mut cursor = PickCursor::default();
+        self.l2_pick_some(rules, &mut cursor, || false)
+    }
+
     /// Picks blocks for the feeder: first the staged ones, then from the
     /// cold ends of MFU and MRU, blocks that are resident, eligible, not
     /// yet in L2 and not being written. Marks them `L2_WRITING`. The reply
     /// is the seed's deferred write list.
-    pub fn l2_pick(&mut self, rules: &PickRules) -> Vec<L2Pick<T>> {
+    ///
+    /// Works in slices: every [`PICK_SLICE`] headers it asks `out_of_time`,
+    /// and when that says yes it returns what it picked so far, with
+    /// `cursor` saying where to go on from (`cursor.done` is false). A
+    /// scan of thousands of headers took up to 1.3 ms in one go, and every
+    /// request on the reactor waited for it (docs/BENCHMARKS.md).
+    pub fn l2_pick_some(
+        &mut self,
+        rules: &PickRules,
+        cursor: &mut PickCursor,
+        mut out_of_time: impl FnMut() -> bool,
+    ) -> Vec<L2Pick<T>> {
         let mut picks = Vec::new();
-        let mut picked = 0u64;
-        while picked < rules.want {
+        let mut looked = 0usize;
+        let mut time_up = |looked: &mut usize| {
+            *looked += 1;
+            *looked % PICK_SLICE == 0 && out_of_time()
+        };
+        while cursor.list == 0 && cursor.picked < rules.want {
             let Some((idx, data, size, mfu)) = self.pop_staged() else {
                 break;
             };
             if self.slab[idx as usize].flags.contains(Flags::DETACHED) {
                 self.l2_settle(idx, None, false);
-                continue;
+            } else {
+                let h = &self.slab[idx as usize];
+                cursor.picked += u64::from(size);
+                picks.push(L2Pick {
+                    idx,
+                    hash: hash_key(&h.key),
+                    tag: key_tag(&h.key),
+                    size,
+                    data,
+                    mfu,
+                });
             }
-            let h = &self.slab[idx as usize];
-            picked += u64::from(size);
-            picks.push(L2Pick {
-                idx,
-                hash: hash_key(&h.key),
-                tag: key_tag(&h.key),
-                size,
-                data,
-                mfu,
-            });
+            if time_up(&mut looked) {
+                return picks;
+            }
         }
         let lists: &[State] = if rules.mfuonly {
             &[State::Mfu]
         } else {
             &[State::Mfu, State::Mru]
         };
-        for &state in lists {
-            let mut scanned = 0u64;
-            let mut cand = Vec::new();
-            for idx in self.list_from_tail(state) {
-                if scanned >= rules.scan || picked >= rules.want {
+        while let Some(&state) = lists.get(cursor.list) {
+            // Where the last slice stopped, if that header is still on the
+            // list (requests ran in between); else the cold end again.
+            let mut next = match cursor.next {
+                Some(i) if self.slab.get(i as usize).is_some_and(|h| h.state == state) => Some(i),
+                _ => self.list_from_tail(state).next(),
+            };
+            while let Some(idx) = next {
+                if cursor.scanned >= rules.scan || cursor.picked >= rules.want {
                     break;
                 }
-                let h = self.header(idx);
-                scanned += u64::from(h.size);
+                let h = &mut self.slab[idx as usize];
+                next = (h.prev != NIL).then_some(h.prev);
+                cursor.scanned += u64::from(h.size);
                 if wants_l2(h, rules.noprefetch) {
-                    picked += u64::from(h.size);
-                    cand.push(idx);
+                    cursor.picked += u64::from(h.size);
+                    h.flags.insert(Flags::L2_WRITING);
+                    let data = h.data.clone().expect("resident header has data");
+                    picks.push(L2Pick {
+                        idx,
+                        hash: hash_key(&h.key),
+                        tag: key_tag(&h.key),
+                        size: h.size,
+                        data,
+                        mfu: state == State::Mfu,
+                    });
+                }
+                if time_up(&mut looked) {
+                    cursor.next = next;
+                    if next.is_none() {
+                        cursor.next_list();
+                    }
+                    return picks;
                 }
             }
-            for idx in cand {
-                let h = self.header_mut(idx);
-                h.flags.insert(Flags::L2_WRITING);
-                let data = h.data.clone().expect("resident header has data");
-                picks.push(L2Pick {
-                    idx,
-                    hash: hash_key(&h.key),
-                    tag: key_tag(&h.key),
-                    size: h.size,
-                    data,
-                    mfu: state == State::Mfu,
-                });
-            }
+            cursor.next_list();
         }
+        cursor.done = true;
         picks
     }
 
@@ -530,6 +590,84 @@ mod tests {
     #[test]
     fn an_l2_only_entry_takes_32_bytes() {
         assert_eq!(std::mem::size_of::<L2Entry>(), 32);
+    }
+
+    /// A shard of `n` 4 KiB blocks, every third one read again (MFU).
+    fn filled(n: u32) -> Shard<u32> {
+        let mut s: Shard<u32> = Shard::new(u64::from(n) * 2 * 4096, Policy::Arc);
+        for i in 0..n {
+            let k = format!("key-{i}").into_bytes();
+            let idx = s.begin_fill(hash_key(&k), &k);
+            s.complete_fill(idx, 4096, i, Flags::L2_ELIGIBLE).unwrap();
+            if i % 3 == 0 {
+                let idx = s.lookup_for_read(hash_key(&k), &k).unwrap();
+                s.hit(idx);
+            }
+        }
+        s
+    }
+
+    fn rules(want: u64) -> PickRules {
+        PickRules {
+            want,
+            scan: want * 2,
+            noprefetch: false,
+            mfuonly: false,
+        }
+    }
+
+    #[test]
+    fn a_scan_cut_into_slices_picks_what_one_pass_picks() {
+        let (mut one, mut sliced) = (filled(1000), filled(1000));
+        let want = 700 * 4096;
+        let whole: Vec<HeaderIdx> = one.l2_pick(&rules(want)).iter().map(|p| p.idx).collect();
+        let mut cursor = PickCursor::default();
+        let mut parts = Vec::new();
+        let mut slices = 0;
+        while !cursor.done {
+            slices += 1;
+            parts.extend(sliced.l2_pick_some(&rules(want), &mut cursor, || true));
+        }
+        let parts: Vec<HeaderIdx> = parts.iter().map(|p| p.idx).collect();
+        assert_eq!(whole.len(), 700);
+        assert_eq!(parts, whole);
+        assert!(slices >= 700 / PICK_SLICE, "{slices} slices");
+    }
+
+    #[test]
+    fn a_sliced_scan_survives_its_lists_changing_between_slices() {
+        let mut s = filled(1000);
+        let want = 900 * 4096;
+        let mut cursor = PickCursor::default();
+        let mut picked = Vec::new();
+        let mut next_key = 1000u32;
+        while !cursor.done {
+            for p in s.l2_pick_some(&rules(want), &mut cursor, || true) {
+                assert!(s.header(p.idx).flags.contains(Flags::L2_WRITING));
+                picked.push(p.idx);
+            }
+            // Requests between slices: hits move blocks to MFU's hot end,
+            // fills push cold blocks out of the ARC.
+            for i in (0..1000).step_by(7) {
+                let k = format!("key-{i}").into_bytes();
+                if let Some(idx) = s.lookup_for_read(hash_key(&k), &k) {
+                    s.hit(idx);
+                }
+            }
+            for _ in 0..50 {
+                let k = format!("key-{next_key}").into_bytes();
+                let idx = s.begin_fill(hash_key(&k), &k);
+                s.complete_fill(idx, 4096, next_key, Flags::empty())
+                    .unwrap();
+                next_key += 1;
+            }
+        }
+        let mut unique = picked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), picked.len(), "a block was picked twice");
+        assert!(picked.len() as u64 * 4096 <= want);
+        assert!(picked.len() > 100, "only {} picked", picked.len());
     }
 
     #[test]

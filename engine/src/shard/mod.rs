@@ -16,7 +16,10 @@ mod l2;
 mod list;
 
 pub use header::{Flags, Header, HeaderIdx, State, NIL};
-pub use l2::{L2Entry, L2Evicted, L2Pick, L2Sizes, PickRules, RebuildApplied, Rebuilt, StageRules};
+pub use l2::{
+    L2Entry, L2Evicted, L2Pick, L2Sizes, PickCursor, PickRules, RebuildApplied, Rebuilt,
+    StageRules, PICK_SLICE,
+};
 pub use list::List;
 
 use crate::l2::format::L2Loc;
