@@ -34,6 +34,10 @@ pub struct Args {
     /// Reactor idle strategy.
     #[arg(long, value_enum, default_value = "adaptive")]
     pub idle: Idle,
+    /// How long an adaptive reactor yields, when idle, before it parks
+    /// (Config::spin_before_park). Default: the engine's, 100us.
+    #[arg(long, value_parser = parse_duration)]
+    pub spin_before_park: Option<Duration>,
     /// ARC capacity.
     #[arg(long, default_value = "48MiB", value_parser = parse_size)]
     pub arc: u64,
