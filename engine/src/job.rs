@@ -13,6 +13,7 @@ use crate::request::{MsgKey, Op, Outcome, Reply, Request};
 use crate::shard::{hash_key, shard_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which operation a job issues.
@@ -51,6 +52,14 @@ pub struct JobSpec {
     pub rate: Option<f64>,
     /// How the open loop spaces its operations.
     pub arrivals: Arrivals,
+    /// Trace replay: reactor `r`'s job reads the keys `index_key(id)` of
+    /// `trace[r]`, in order, instead of drawing keys, and does as many
+    /// operations as that list holds (`ops_per_reactor` and `zipf` are
+    /// not used). With a queue depth of 1 and each list holding the keys
+    /// its reactor's shard owns, every shard sees its accesses in trace
+    /// order, so hits are exactly the policy's.
+    #[serde(skip)]
+    pub trace: Option<Arc<Vec<Vec<u64>>>>,
 }
 
 /// An open-loop operation issued more than this after its intended start
@@ -129,6 +138,8 @@ fn class_of(source: crate::block::Source) -> usize {
 
 pub(crate) struct Job {
     spec: JobSpec,
+    /// Operations to complete.
+    total: u64,
     zipf: Option<rand_distr::Zipf<f64>>,
     rng: SmallRng,
     issued: u64,
@@ -157,7 +168,12 @@ impl Job {
                 hdrhistogram::Histogram::new(3).expect("histogram")
             }))
         });
+        let total = match &spec.trace {
+            Some(t) => t.get(reactor).map_or(0, |v| v.len() as u64),
+            None => spec.ops_per_reactor,
+        };
         Job {
+            total,
             zipf,
             rng: SmallRng::seed_from_u64(spec.seed.wrapping_add(reactor as u64)),
             spec,
@@ -186,7 +202,7 @@ impl Job {
 
     fn account(&mut self, tag: u64, o: Outcome) {
         self.report.ops += 1;
-        if let (true, Ok(Some(b))) = (self.report.ops * 10 <= self.spec.ops_per_reactor, &o) {
+        if let (true, Ok(Some(b))) = (self.report.ops * 10 <= self.total, &o) {
             self.report.first_tenth[class_of(b.source())] += 1;
         }
         if let (Some(h), Some(s), Ok(Some(b))) = (&mut self.report.latency, self.start, &o) {
@@ -223,7 +239,7 @@ impl Poller<Core> for Job {
         let now = self.spec.rate.map(|_| start.elapsed());
         let mut waiting_for_time = false;
         for _ in 0..32 {
-            if self.issued == self.spec.ops_per_reactor || core.stopping {
+            if self.issued == self.total || core.stopping {
                 break;
             }
             if now.is_some_and(|now| self.next_at > now) {
@@ -232,9 +248,12 @@ impl Poller<Core> for Job {
             }
             let i = match self.next.take() {
                 Some(i) => i,
-                None => match &self.zipf {
-                    Some(z) => rand_distr::Distribution::sample(z, &mut self.rng) as u64 - 1,
-                    None => self.rng.gen_range(0..self.spec.keys.max(1)),
+                None => match (&self.spec.trace, &self.zipf) {
+                    (Some(t), _) => t[core.id][self.issued as usize],
+                    (None, Some(z)) => {
+                        rand_distr::Distribution::sample(z, &mut self.rng) as u64 - 1
+                    }
+                    (None, None) => self.rng.gen_range(0..self.spec.keys.max(1)),
                 },
             };
             let key = index_key(i);
@@ -294,8 +313,8 @@ impl Poller<Core> for Job {
         // A peer that died (its reactor panicked) never answers what it
         // had taken from its ring: the job ends rather than wait forever.
         let stranded = completed == 0 && self.inflight > 0 && core.peers.any_gone(core.id);
-        if self.report.ops == self.spec.ops_per_reactor || stopped || stranded {
-            self.report.stopped = self.report.ops < self.spec.ops_per_reactor;
+        if self.report.ops == self.total || stopped || stranded {
+            self.report.stopped = self.report.ops < self.total;
             self.report.elapsed = start.elapsed();
             if let Some(tx) = self.done.take() {
                 let _ = tx.send(std::mem::take(&mut self.report));

@@ -54,7 +54,7 @@ mod stats;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use backing::{BackingStore, FileStore, FnStore, Latency, ReadDone, SimStore};
+pub use backing::{BackingStore, FileStore, FnStore, InlineStore, Latency, ReadDone, SimStore};
 pub use block::{Block, Source};
 pub use config::{Config, WhenFull};
 pub use engine::{Engine, EngineBuilder, OpFuture};

@@ -455,6 +455,7 @@ mod jobs {
             seed: 1,
             rate: None,
             arrivals: Default::default(),
+            trace: None,
         }
     }
 

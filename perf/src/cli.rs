@@ -3,7 +3,7 @@
 use crate::faults::{BackingFaults, L2Faults};
 use crate::report::SweepClass;
 use crate::trace::{self, Format};
-use crate::units::{format_size, parse_duration, parse_size};
+use crate::units::{format_size, parse_duration, parse_size, parse_size_list};
 use crate::workload::{Op, OpMix, Popularity, Workload};
 use clap::{Parser, ValueEnum};
 use std::io::Read;
@@ -62,6 +62,11 @@ pub struct Args {
     /// L2 write rate cap per device, per second (l2arc_write_max).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub l2_write_max: u64,
+    /// Drive writes per day: caps the bytes written to each L2 device
+    /// (data, padding, log, headers) at DWPD × its capacity per day, on
+    /// average (L2Config::dwpd). Default: none.
+    #[arg(long)]
+    pub l2_dwpd: Option<f64>,
     /// Extra L2 write rate while the ARC warms up (l2arc_write_boost).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     pub l2_write_boost: u64,
@@ -252,6 +257,37 @@ pub struct Args {
     #[arg(long, default_value_t = trace::DEFAULT_MAX_ACCESSES)]
     pub trace_max_accesses: u64,
 
+    /// Replay the trace one access at a time through Engine::read, with
+    /// the store on worker threads, as an application embedding polarc
+    /// would. Default: on the reactors, each shard's accesses in order,
+    /// with a store that answers on the reactor (much faster; the same
+    /// hits).
+    #[arg(long)]
+    pub replay_through_clients: bool,
+
+    // --- miss-ratio curves and sizing (with --trace) ---
+    /// Miss-ratio curve: replay the trace through the engine's ARC code at
+    /// each of these DRAM sizes, in parallel, for ARC and LRU, instead of
+    /// through the engine: a list (32MiB,128MiB,1GiB) or a range with a
+    /// number of steps (32MiB..1GiB:8).
+    #[arg(long, value_parser = parse_sizes)]
+    pub mrc: Option<SizeList>,
+    /// With --mrc: also the two-tier curve, ARC over an L2 of each of
+    /// these sizes (a list or a range, as --mrc).
+    #[arg(long, value_parser = parse_sizes)]
+    pub mrc_l2: Option<SizeList>,
+    /// With --mrc: the policies (arc, lru, or both).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "arc,lru")]
+    pub mrc_policies: Vec<Policy>,
+    /// With --mrc: report the smallest ARC, and ARC + L2, that reach this
+    /// hit ratio (0..1), and what they cost.
+    #[arg(long)]
+    pub target_hit_ratio: Option<f64>,
+    /// With --target-hit-ratio: the request rate (accesses per second)
+    /// at which to give the L2's write rate and drive writes per day.
+    #[arg(long)]
+    pub sizing_rate: Option<f64>,
+
     // --- report ---
     /// Write the report as JSON to this path (`-` for stdout); schema in
     /// docs/perf-report.md.
@@ -350,6 +386,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Sizes given as a list or a range (`--mrc`, `--mrc-l2`), sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeList(pub Vec<u64>);
+
+fn parse_sizes(s: &str) -> Result<SizeList, crate::units::UnitError> {
+    parse_size_list(s, false).map(SizeList)
+}
+
 /// `--policy`: the ARC's replacement policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Policy {
@@ -440,6 +484,9 @@ pub enum ArgError {
         /// The most it may be.
         max: u64,
     },
+    /// A sizing option without what it needs, or out of range.
+    #[error("{0}")]
+    Sizing(&'static str),
     /// A run whose end is beyond the clock.
     #[error("--duration {0:?}: the end of the run does not fit in the clock")]
     Duration(Duration),
@@ -586,6 +633,7 @@ impl Args {
             }
         }
         self.check_soak()?;
+        self.check_sizing()?;
         self.mapped_pool()?;
         if self.bench_feed {
             self.feed_arc()?;
@@ -594,6 +642,43 @@ impl Args {
             if let Some(&c) = self.cores.as_ref().and_then(|c| c.0.first()) {
                 spdk_core_mask(c)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The miss-ratio curve and sizing options: each needs the one before.
+    fn check_sizing(&self) -> Result<(), ArgError> {
+        let s = ArgError::Sizing;
+        if self.mrc.is_some() && self.trace.is_none() {
+            return Err(s("--mrc replays a trace: give --trace FILE"));
+        }
+        if self.mrc.is_none() && (self.mrc_l2.is_some() || self.target_hit_ratio.is_some()) {
+            return Err(s("--mrc-l2 and --target-hit-ratio go with --mrc SIZES"));
+        }
+        if self.sizing_rate.is_some() && self.target_hit_ratio.is_none() {
+            return Err(s("--sizing-rate goes with --target-hit-ratio"));
+        }
+        if self
+            .target_hit_ratio
+            .is_some_and(|r| !(r > 0.0 && r <= 1.0))
+        {
+            return Err(s("--target-hit-ratio must be within (0, 1]"));
+        }
+        if self
+            .sizing_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(s(
+                "--sizing-rate must be a positive number of accesses per second",
+            ));
+        }
+        if self.mrc.is_some() && self.mrc_policies.is_empty() {
+            return Err(s("--mrc-policies needs arc, lru or both"));
+        }
+        if self.l2_dwpd.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+            return Err(s(
+                "--l2-dwpd must be a positive number of drive writes per day",
+            ));
         }
         Ok(())
     }

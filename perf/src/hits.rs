@@ -163,6 +163,7 @@ pub fn jobs(b: &HitBench, reactors: usize) -> Result<(HitResult, f64), polarc::E
             seed: r as u64 * 77,
             rate: None,
             arrivals: Default::default(),
+            trace: None,
         };
         let reports = e.run_jobs(&spec)?;
         let ops: u64 = reports.iter().map(|j| j.ops).sum();

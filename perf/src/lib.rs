@@ -4,6 +4,7 @@ pub mod cli;
 pub mod devices;
 pub mod faults;
 pub mod hits;
+pub mod mrc;
 pub mod plot;
 pub mod procfs;
 pub mod progress;

@@ -1,5 +1,6 @@
 //! `--plot`: hit ratio over time and the latency CDF per class, as SVG.
 
+use crate::mrc::Point;
 use crate::report::{Report, Tick};
 use plotters::prelude::*;
 use std::path::Path;
@@ -64,6 +65,65 @@ pub fn draw(path: &Path, r: &Report, engine: &str) -> Result<(), Error> {
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
     c.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws miss-ratio curves: hit ratio against DRAM size (log scale), one
+/// line per policy and L2 size.
+pub fn draw_mrc(path: &Path, points: &[Point]) -> Result<(), Error> {
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let lo = points
+        .iter()
+        .map(|p| mib(p.arc_bytes))
+        .fold(f64::MAX, f64::min);
+    let hi = points.iter().map(|p| mib(p.arc_bytes)).fold(0.0, f64::max);
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else {
+        (lo / 2.0, lo.max(1e-3) * 2.0)
+    };
+    let mut c = ChartBuilder::on(&root)
+        .caption("hit ratio against cache size", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)?;
+    c.configure_mesh()
+        .x_desc("ARC (DRAM) size, MiB")
+        .y_desc("hit ratio")
+        .draw()?;
+    let mut series: Vec<(&str, u64)> = points.iter().map(|p| (p.policy, p.l2_bytes)).collect();
+    series.dedup();
+    series.sort_unstable();
+    series.dedup();
+    for (i, &(policy, l2)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let name = if l2 == 0 {
+            policy.to_string()
+        } else {
+            format!("{policy} + L2 {:.0} MiB", mib(l2))
+        };
+        let line: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.policy == policy && p.l2_bytes == l2)
+            .map(|p| (mib(p.arc_bytes), p.hit_ratio))
+            .collect();
+        c.draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        c.draw_series(
+            line.into_iter()
+                .map(|xy| Circle::new(xy, 3, color.filled())),
+        )?;
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     root.present()?;
     Ok(())
 }

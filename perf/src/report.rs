@@ -373,6 +373,20 @@ pub struct Device {
     pub write_bytes: u64,
     /// Writes per second.
     pub write_iops: f64,
+    /// Every byte written to the devices: feed writes (data and padding),
+    /// log blocks and headers.
+    pub device_write_bytes: u64,
+    /// `device_write_bytes` per second.
+    pub device_write_bytes_per_sec: f64,
+    /// Bytes of blocks as stored (compressed) in those feed writes.
+    pub stored_bytes: u64,
+    /// `device_write_bytes / stored_bytes`; 0 when nothing was stored.
+    pub write_amplification: f64,
+    /// The `dwpd` budget in bytes per second (`--l2-dwpd` × the data
+    /// rings' capacity / 86,400), if one was set.
+    pub dwpd_budget_bytes_per_sec: Option<f64>,
+    /// `device_write_bytes_per_sec` over that budget.
+    pub of_dwpd_budget: Option<f64>,
 }
 
 impl Device {
@@ -384,6 +398,8 @@ impl Device {
             b.l2.l2_writes_done - a.l2.l2_writes_done,
         );
         let s = seconds.max(1e-9);
+        let dev = b.l2.l2_dev_write_bytes - a.l2.l2_dev_write_bytes;
+        let stored = b.l2.l2_stored_bytes - a.l2.l2_stored_bytes;
         Device {
             reads: r,
             read_bytes: b.l2.l2_read_bytes - a.l2.l2_read_bytes,
@@ -391,6 +407,27 @@ impl Device {
             writes: w,
             write_bytes: b.l2.l2_write_bytes - a.l2.l2_write_bytes,
             write_iops: w as f64 / s,
+            device_write_bytes: dev,
+            device_write_bytes_per_sec: dev as f64 / s,
+            stored_bytes: stored,
+            write_amplification: if stored == 0 {
+                0.0
+            } else {
+                dev as f64 / stored as f64
+            },
+            dwpd_budget_bytes_per_sec: None,
+            of_dwpd_budget: None,
         }
+    }
+
+    /// Sets the `dwpd` budget of devices whose data rings hold `capacity`
+    /// bytes, and this run's writes against it.
+    pub fn with_dwpd(mut self, dwpd: Option<f64>, capacity: u64) -> Device {
+        if let Some(d) = dwpd.filter(|_| capacity > 0) {
+            let budget = d * capacity as f64 / 86_400.0;
+            self.dwpd_budget_bytes_per_sec = Some(budget);
+            self.of_dwpd_budget = Some(self.device_write_bytes_per_sec / budget);
+        }
+        self
     }
 }

@@ -37,6 +37,74 @@ pub enum UnitError {
     /// A duration that is negative or too long.
     #[error("duration {0:?} is out of range")]
     DurationRange(String),
+    /// A list of sizes that is empty, has a zero, or is a bad range.
+    #[error("size list {input:?}: {reason} (e.g. 32MiB,128MiB,1GiB or 32MiB..1GiB:8)")]
+    SizeList {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Most sizes a list may expand to.
+pub const MAX_SIZE_LIST: usize = 256;
+
+/// Parses a list of sizes: comma-separated (`32MiB,128MiB,1GiB`), or a
+/// range with a number of steps, spaced geometrically, both ends included
+/// (`32MiB..1GiB:8`). Sizes come back sorted, without duplicates; `0` is
+/// allowed (for "none") only where `zero_ok`.
+pub fn parse_size_list(s: &str, zero_ok: bool) -> Result<Vec<u64>, UnitError> {
+    let bad = |reason: &str| UnitError::SizeList {
+        input: s.into(),
+        reason: reason.into(),
+    };
+    let mut v = if let Some((range, steps)) = s.split_once(':') {
+        let (lo, hi) = range
+            .split_once("..")
+            .ok_or_else(|| bad("a range is LOW..HIGH:STEPS"))?;
+        let (lo, hi) = (parse_size(lo)?, parse_size(hi)?);
+        let steps: usize = steps
+            .trim()
+            .parse()
+            .map_err(|_| bad("STEPS is not a whole number"))?;
+        if lo == 0 || hi < lo || !(2..=MAX_SIZE_LIST).contains(&steps) {
+            return Err(bad(&format!(
+                "needs 0 < LOW <= HIGH and 2..={MAX_SIZE_LIST} steps"
+            )));
+        }
+        let f = (hi as f64 / lo as f64).powf(1.0 / (steps - 1) as f64);
+        (0..steps)
+            .map(|i| {
+                if i + 1 == steps {
+                    hi
+                } else {
+                    (lo as f64 * f.powi(i as i32)).round() as u64
+                }
+            })
+            .collect::<Vec<_>>()
+    } else {
+        let parts: Vec<&str> = s.split(',').collect();
+        if parts.len() > MAX_SIZE_LIST {
+            return Err(bad(&format!("more than {MAX_SIZE_LIST} sizes")));
+        }
+        parts
+            .into_iter()
+            .map(|p| match p.trim() {
+                "none" => Ok(0),
+                p => parse_size(p),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if v.is_empty() {
+        return Err(bad("no sizes"));
+    }
+    if !zero_ok && v.contains(&0) {
+        return Err(bad("a size of 0"));
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
 }
 
 /// Splits `"256MiB"` into `("256", "MiB")`, trimmed.
@@ -120,6 +188,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_lists_and_ranges() {
+        assert_eq!(
+            parse_size_list("1GiB,32MiB, 128MiB,32MiB", false).unwrap(),
+            vec![32 << 20, 128 << 20, 1 << 30]
+        );
+        assert_eq!(
+            parse_size_list("1MiB..8MiB:4", false).unwrap(),
+            vec![1 << 20, 2 << 20, 4 << 20, 8 << 20]
+        );
+        assert_eq!(
+            parse_size_list("none,1GiB", true).unwrap(),
+            vec![0, 1 << 30]
+        );
+        for bad in [
+            "",
+            "0",
+            "none",
+            "8MiB..1MiB:4",
+            "1MiB..8MiB:1",
+            "1MiB..8MiB:x",
+            "1MiB:3",
+            "1MiB..8MiB:100000",
+        ] {
+            assert!(parse_size_list(bad, false).is_err(), "{bad:?} parsed");
+        }
+        assert!(matches!(
+            parse_size_list("3furlongs", false),
+            Err(UnitError::SizeUnit { .. })
+        ));
+    }
 
     #[test]
     fn sizes() {

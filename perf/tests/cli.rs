@@ -190,6 +190,19 @@ fn bad_input_exits_non_zero_with_a_message_and_no_panic() {
             &["--spdk-perf-compare", "--cores", "128"],
             "--cores: core 128 is beyond",
         ),
+        (&["--mrc", "1MiB"], "--mrc replays a trace"),
+        (
+            &["--mrc", "8MiB..1MiB:4", "--trace", "t"],
+            "needs 0 < LOW <= HIGH",
+        ),
+        (&["--mrc", "0", "--trace", "t"], "a size of 0"),
+        (&["--target-hit-ratio", "0.9"], "go with --mrc"),
+        (
+            &["--mrc", "1MiB", "--trace", "t", "--target-hit-ratio", "1.5"],
+            "within (0, 1]",
+        ),
+        (&["--l2-dwpd=-1"], "--l2-dwpd must be a positive"),
+        (&["--l2-dwpd", "0"], "--l2-dwpd must be a positive"),
     ];
     for (args, needle) in cases {
         let o = perf(args);
@@ -362,6 +375,94 @@ fn replaying_cloudphysics_reproduces_libcachesims_lru_misses() {
         assert_eq!(got, misses, "LRU misses at {mib} MiB");
         assert_eq!(r["stats"]["pool"]["alloc_fail"], 0);
     }
+}
+
+/// A zipf-like trace of `n` accesses over `ids` ids, one key per line.
+fn keys_trace(dir: &Path, n: u64, ids: u64) -> PathBuf {
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut text = String::new();
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Squaring a uniform number skews it towards small ids.
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        text += &format!("{}\n", (u * u * ids as f64) as u64);
+    }
+    let p = dir.join("t.keys");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The miss-ratio curve, the replay on the reactors and the replay
+/// through Engine::read give the same hits at every size: the same Shard
+/// code, each shard seeing its accesses in trace order.
+#[test]
+fn the_mrc_equals_the_engines_replay_at_every_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = keys_trace(dir.path(), 20_000, 4_000);
+    let t = t.to_str().unwrap();
+    let common = [
+        "--trace",
+        t,
+        "--trace-format",
+        "keys",
+        "--value-size",
+        "4096",
+        "--reactors",
+        "2",
+    ];
+    let mut a = common.to_vec();
+    a.extend(["--mrc", "1MiB,4MiB,12MiB", "--mrc-l2", "8MiB"]);
+    a.extend(["--target-hit-ratio", "0.5", "--sizing-rate", "10000"]);
+    let plot = dir.path().join("mrc.svg");
+    let plot_s = plot.to_str().unwrap().to_string();
+    a.extend(["--plot", &plot_s]);
+    let m = json(&a);
+    let pts = m["mrc"].as_array().unwrap();
+    // arc × (no L2, 8 MiB) × 3 sizes, and lru × 3 sizes.
+    assert_eq!(pts.len(), 9, "{m}");
+    assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+    let mut last = -1.0;
+    for p in pts
+        .iter()
+        .filter(|p| p["policy"] == "arc" && p["l2_bytes"] == 0)
+    {
+        let arc = p["arc_bytes"].as_u64().unwrap().to_string();
+        let hits = p["arc_hits"].as_u64().unwrap();
+        let ratio = p["hit_ratio"].as_f64().unwrap();
+        assert!(ratio > last, "the curve rises with size: {pts:?}");
+        last = ratio;
+        for extra in [&[][..], &["--replay-through-clients"][..]] {
+            let mut r = common.to_vec();
+            r.extend(["--l2", "none", "--arc", &arc]);
+            r.extend(extra);
+            let e = json(&r);
+            assert_eq!(
+                e["stats"]["arc"]["hits"].as_u64().unwrap(),
+                hits,
+                "{arc} {extra:?}"
+            );
+        }
+    }
+    // ARC + an 8 MiB L2 beats ARC alone at 1 MiB.
+    let at = |l2: u64| {
+        pts.iter()
+            .find(|p| p["policy"] == "arc" && p["arc_bytes"] == 1 << 20 && p["l2_bytes"] == l2)
+            .unwrap()["hit_ratio"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(at(8 << 20) > at(0) + 0.05, "{pts:?}");
+    let advice = &m["advice"];
+    assert!(
+        advice["arc_only"]["point"]["hit_ratio"].as_f64().unwrap() >= 0.5,
+        "{advice}"
+    );
+    assert!(
+        advice["arc_l2"]["l2_dwpd"].as_f64().unwrap() > 0.0,
+        "{advice}"
+    );
 }
 
 #[test]

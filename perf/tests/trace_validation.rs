@@ -7,7 +7,8 @@
 //! The traces live in `../shared/traces/` (or `$POLARC_TRACES`) and are not
 //! part of the project; without them these tests print a skip line.
 
-use polarc::shard::{hash_key, shard_of, Policy, Shard};
+use polarc::shard::Policy;
+use polarc_perf::mrc::{self, Plan};
 use polarc_perf::trace::{self, Access, Format};
 use std::path::PathBuf;
 
@@ -28,22 +29,35 @@ fn trace_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Replays `trace` through `shards` shards of total capacity `bytes`,
-/// routing keys as the engine does. Returns (hits, misses).
+/// routing keys as the engine does, on the MRC path (`--mrc`). Returns
+/// (hits, misses).
 fn replay(trace: &[Access], bytes: u64, policy: Policy, shards: usize) -> (u64, u64) {
-    let mut s: Vec<Shard<()>> = (0..shards)
-        .map(|_| Shard::new(bytes / shards as u64, policy))
-        .collect();
-    let (mut hits, mut misses) = (0, 0);
-    for a in trace {
-        let key = a.id.to_le_bytes();
-        let h = hash_key(&key);
-        if s[shard_of(h, shards)].access(h, &key, a.size, || ()) {
-            hits += 1;
-        } else {
-            misses += 1;
-        }
-    }
-    (hits, misses)
+    let p = mrc::replay(trace, policy, bytes, 0, shards);
+    (p.arc_hits, p.misses)
+}
+
+/// Every size of `sizes` for ARC and LRU at once, in parallel, as
+/// `--mrc` runs them: (LRU (hits, misses), ARC (hits, misses)) per size.
+fn curve(trace: &[Access], sizes: &[u64]) -> Vec<((u64, u64), (u64, u64))> {
+    let plan = Plan {
+        arc_sizes: sizes.to_vec(),
+        l2_sizes: vec![0],
+        policies: vec![Policy::Lru, Policy::Arc],
+        shards: 1,
+        threads: 2,
+    };
+    let pts = mrc::curve(trace, &plan, &|_, _| {});
+    let (lru, arc) = pts.split_at(sizes.len());
+    lru.iter()
+        .zip(arc)
+        .map(|(l, a)| {
+            assert_eq!(
+                (l.policy, a.policy, l.arc_bytes),
+                ("lru", "arc", a.arc_bytes)
+            );
+            ((l.arc_hits, l.misses), (a.arc_hits, a.misses))
+        })
+        .collect()
 }
 
 fn ratio((h, m): (u64, u64)) -> f64 {
@@ -66,9 +80,10 @@ fn oltp_reproduces_arc_paper_table_iv() {
     };
     let t = trace::read_all(&path, Format::Lis).unwrap();
     assert_eq!(t.len(), 914_145, "page requests in OLTP");
-    for (c, lru_paper, arc_paper) in OLTP_TABLE_IV {
-        let lru = ratio(replay(&t, c * 512, Policy::Lru, 1));
-        let arc = ratio(replay(&t, c * 512, Policy::Arc, 1));
+    let sizes: Vec<u64> = OLTP_TABLE_IV.iter().map(|&(c, _, _)| c * 512).collect();
+    for ((c, lru_paper, arc_paper), (lru, arc)) in OLTP_TABLE_IV.into_iter().zip(curve(&t, &sizes))
+    {
+        let (lru, arc) = (ratio(lru), ratio(arc));
         println!(
             "OLTP c={c:>5}: LRU {lru:.4} (paper {lru_paper}), ARC {arc:.4} (paper {arc_paper})"
         );
@@ -121,9 +136,9 @@ fn cloudphysics_byte_capacity_matches_libcachesim() {
     let t = trace::read_all(&path, Format::Oracle).unwrap();
     assert_eq!(t.len(), 113_872, "requests in cloudPhysicsIO");
     let mut arc_better = 0;
-    for (i, mib) in (128..=1024).step_by(128).enumerate() {
-        let (_, lru) = replay(&t, mib * MIB, Policy::Lru, 1);
-        let (_, arc) = replay(&t, mib * MIB, Policy::Arc, 1);
+    let sizes: Vec<u64> = (128..=1024).step_by(128).map(|m| m * MIB).collect();
+    for (i, ((_, lru), (_, arc))) in curve(&t, &sizes).into_iter().enumerate() {
+        let mib = sizes[i] / MIB;
         println!(
             "cloudPhysics {mib:>4} MiB: LRU misses {lru} (libCacheSim {}), ARC misses {arc} (libCacheSim's ARC {})",
             CLOUDPHYSICS_LRU_MISSES[i], CLOUDPHYSICS_ARC_MISSES[i]

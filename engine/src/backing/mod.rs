@@ -6,10 +6,12 @@
 #![forbid(unsafe_code)]
 
 mod file;
+mod inline;
 mod sim;
 mod workers;
 
 pub use file::{hex_key, FileStore, FnStore, KeyMap};
+pub use inline::InlineStore;
 pub use sim::{ContentFn, Latency, SimFaultCounters, SimFaults, SimStore, INJECTED_FAILURE};
 
 use crate::error::BackingError;

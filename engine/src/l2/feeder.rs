@@ -31,6 +31,7 @@ use super::format::{
 };
 use super::journal::{self, Durable, Event, Journal};
 use super::rebuild::{Rebuild, TAG_REBUILD};
+use super::wear::WearBudget;
 use super::{DevShared, L2Config, L2Counters, L2Link, L2Msg};
 use crate::bufpool::{Buf, BufMut, BufPool, FreeOnWrite};
 use crate::device::deadline::{DeadlineQueue, Deadlines};
@@ -146,6 +147,8 @@ pub(crate) struct Feeder {
     /// the timer armed before is ignored.
     timer_gen: u64,
     last_feed: Option<Instant>,
+    /// The `dwpd` budget, over device bytes.
+    wear: WearBudget,
     seq: u64,
     awaited: usize,
     warm: bool,
@@ -271,6 +274,7 @@ impl Feeder {
             due: true,
             timer_gen: 0,
             last_feed: None,
+            wear: WearBudget::default(),
             seq: 0,
             awaited: 0,
             warm: false,
@@ -338,6 +342,7 @@ impl Feeder {
         let mut c = self.counters;
         super::add_deadlines(&mut c, &self.queue);
         c.l2_degraded += u64::from(self.shared.health.is_degraded());
+        c.l2_data_capacity = self.cap;
         if let Some(j) = &self.journal {
             c.add(&j.counters);
         }
@@ -606,11 +611,25 @@ impl Feeder {
         if !self.warm {
             rate += cfg.write_boost as f64;
         }
-        if let Some(d) = cfg.dwpd {
-            rate = rate.min(d * self.cap as f64 / 86_400.0);
-        }
         self.last_feed = Some(now);
         self.target = ((rate * elapsed) as u64).min(self.cap / 4);
+        if let Some(dwpd) = cfg.dwpd {
+            let c = self.counters();
+            let room = self.wear.room(
+                now,
+                dwpd * self.cap as f64 / 86_400.0,
+                cfg.feed_interval,
+                c.l2_dev_write_bytes,
+            );
+            // The picks are logical bytes; the device sees them compressed,
+            // padded and logged, at the ratio seen so far.
+            let per_device_byte = if c.l2_dev_write_bytes > 0 && c.l2_feed_bytes > 0 {
+                c.l2_feed_bytes as f64 / c.l2_dev_write_bytes as f64
+            } else {
+                1.0
+            };
+            self.target = self.target.min((room * per_device_byte) as u64);
+        }
         if self.target == 0 {
             let interval = cfg.feed_interval;
             return Some(self.arm(now + interval));
@@ -899,6 +918,7 @@ impl Feeder {
                 Encoding::Lz4 => self.counters.l2_compress_successes += 1,
                 Encoding::Raw => self.counters.l2_compress_failures += 1,
             }
+            self.counters.l2_stored_bytes += packed.len as u64;
             let stored = &slice[start..start + packed.len];
             let cksum = checksum(p.tag, w.write_seq as u32, stored);
             let loc = L2Loc::at(
@@ -1014,6 +1034,7 @@ impl Feeder {
         self.hand = base + len as u64;
         self.wrote += len as u64;
         self.counters.l2_writes_sent += 1;
+        self.counters.l2_dev_write_bytes += len as u64;
         self.shared.writes_in_flight.fetch_add(1, Relaxed);
         self.queue.submit(
             tag,

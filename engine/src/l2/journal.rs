@@ -444,6 +444,7 @@ impl Journal {
             let (offset, buf) = (self.geo.log_offset(w.seq), w.buf.clone());
             self.counters.l2_log_writes += 1;
             self.counters.l2_log_write_bytes += buf.len() as u64;
+            self.counters.l2_dev_write_bytes += buf.len() as u64;
             self.writes.insert(tag, w);
             q.submit(tag, IoOp::Write { offset, buf });
         }
@@ -592,6 +593,7 @@ impl Journal {
         let tag = self.tag(TAG_HEADER);
         self.header_io = Some((tag, why, attempts));
         self.counters.l2_header_writes += 1;
+        self.counters.l2_dev_write_bytes += len as u64;
         q.submit(
             tag,
             IoOp::Write {

@@ -28,6 +28,7 @@ pub(crate) mod msg;
 pub(crate) mod prepare;
 pub(crate) mod read;
 pub(crate) mod rebuild;
+pub(crate) mod wear;
 
 pub(crate) use msg::{L2Link, L2Msg};
 
@@ -74,8 +75,10 @@ pub struct L2Config {
     pub norw: bool,
     /// LZ4-compress blocks on the device. Default: true.
     pub compress: bool,
-    /// Drive-writes-per-day budget: caps the write rate at
-    /// `dwpd × capacity / 86400` bytes per second. Default: none.
+    /// Drive-writes-per-day budget: caps what is written to the device,
+    /// data, padding, log and headers (`l2_dev_write_bytes`), at
+    /// `dwpd × capacity / 86400` bytes per second on average. Default:
+    /// none.
     pub dwpd: Option<f64>,
     /// Requests in flight per reactor per device. Default: 128.
     pub queue_depth: usize,
@@ -207,8 +210,19 @@ pub struct L2Counters {
     pub l2_feeds: u64,
     /// Stored bytes read from L2 for hits.
     pub l2_read_bytes: u64,
-    /// Bytes written to L2 devices.
+    /// Bytes of feed writes completed on L2 devices (data and padding).
     pub l2_write_bytes: u64,
+    /// Every byte submitted as a write to L2 devices: feed writes (data
+    /// and padding), log blocks and headers. What the device wears by,
+    /// and what the `dwpd` budget counts.
+    pub l2_dev_write_bytes: u64,
+    /// Bytes of blocks as stored (after compression) packed into feed
+    /// writes. `l2_dev_write_bytes / l2_stored_bytes` is the L2's write
+    /// amplification.
+    pub l2_stored_bytes: u64,
+    /// Bytes of the devices' data rings (a gauge): what `dwpd` is a
+    /// fraction of per day.
+    pub l2_data_capacity: u64,
     /// Feed writes submitted.
     pub l2_writes_sent: u64,
     /// Feed writes completed successfully.
@@ -341,6 +355,9 @@ impl L2Counters {
                 l2_feeds,
                 l2_read_bytes,
                 l2_write_bytes,
+                l2_dev_write_bytes,
+                l2_stored_bytes,
+                l2_data_capacity,
                 l2_writes_sent,
                 l2_writes_done,
                 l2_writes_error,

@@ -98,7 +98,7 @@ impl L2 {
         Ok(l2)
     }
 
-    fn note(&mut self, n: String) {
+    pub(super) fn note(&mut self, n: String) {
         if !self.notes.contains(&n) {
             self.notes.push(n);
         }
@@ -116,6 +116,7 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
         .idle(a.idle.into())
         .l2_config(polarc::L2Config {
             write_max: a.l2_write_max,
+            dwpd: a.l2_dwpd,
             write_boost: a.l2_write_boost,
             feed_interval: a.l2_feed_interval,
             feed_min_interval: std::time::Duration::from_millis(50).min(a.l2_feed_interval),

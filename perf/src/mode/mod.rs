@@ -3,6 +3,7 @@
 mod bench;
 pub mod compare;
 mod engine;
+mod mrc;
 mod output;
 mod replay;
 pub mod run;
@@ -23,6 +24,7 @@ pub fn dispatch(a: Args) -> Result<(), Error> {
         return compare::foyer(&a);
     }
     match &a.trace {
+        Some(path) if a.mrc.is_some() => mrc::run(&a, path),
         Some(path) => replay::run(&a, path),
         None => run::run(&a),
     }

@@ -97,6 +97,19 @@ fn print_l2(r: &Report, s: &Stats) {
         d.write_iops,
         d.write_bytes >> 20
     );
+    println!(
+        "L2 wear while measuring: {:.1} MiB/s to the devices (data, padding, log, headers), write amplification {:.3}{}",
+        d.device_write_bytes_per_sec / (1 << 20) as f64,
+        d.write_amplification,
+        match (d.dwpd_budget_bytes_per_sec, d.of_dwpd_budget) {
+            (Some(b), Some(of)) => format!(
+                "; dwpd budget {:.2} MiB/s, {:.1}% of it used",
+                b / (1 << 20) as f64,
+                of * 100.0
+            ),
+            _ => String::new(),
+        }
+    );
     if l2.l2_feed_ns > 0 {
         println!(
             "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",

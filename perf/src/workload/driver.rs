@@ -212,6 +212,72 @@ pub fn replay(
     m.finish(e, &hist, errors, timeline, None, first)
 }
 
+/// Replays a trace on the reactors: reactor `r`'s job reads the ids of
+/// `lists[r]` (the accesses its shard owns, in trace order) one at a
+/// time, so each shard sees exactly the trace's order and the hits are
+/// the policy's; the shards run in parallel. With an inline store a miss
+/// completes on the reactor, without a thread hop. Progress comes from
+/// the shards' counters while the jobs run.
+pub fn replay_in_reactor(
+    e: &Engine,
+    lists: Arc<Vec<Vec<u64>>>,
+    interval: Duration,
+    progress: OnProgress<'_>,
+) -> Result<(Report, Stats), Error> {
+    let total: u64 = lists.iter().map(|l| l.len() as u64).sum();
+    let m = Measure::begin(e);
+    let spec = polarc::JobSpec {
+        keys: 0,
+        zipf: 0.0,
+        latency: true,
+        ops_per_reactor: 0,
+        queue_depth: 1,
+        op: polarc::JobOp::Read,
+        seed: 0,
+        rate: None,
+        arrivals: Default::default(),
+        trace: Some(lists),
+    };
+    let accessed = |s: &Stats| s.arc.hits + s.arc.misses;
+    let base = accessed(&m.before);
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let reports = std::thread::scope(|sc| {
+        let jobs = sc.spawn(|| {
+            let r = e.run_jobs(&spec);
+            running.store(false, std::sync::atomic::Ordering::Release);
+            r
+        });
+        while running.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(interval.min(Duration::from_millis(200)));
+            progress(
+                "replay (in-reactor)",
+                (accessed(&e.stats()) - base).min(total),
+                total,
+            );
+        }
+        jobs.join().expect("the jobs' thread does not panic")
+    })?;
+    progress("replay (in-reactor)", total, total);
+    let errors: u64 = reports.iter().map(|r| r.errors).sum();
+    let seconds = reports
+        .iter()
+        .map(|r| r.elapsed.as_secs_f64())
+        .fold(0.0, f64::max);
+    let mut hist = histograms();
+    let mut first = [0u64; CLASSES];
+    for r in &reports {
+        if let Some(l) = &r.latency {
+            for (a, b) in hist.iter_mut().zip(l.iter()) {
+                a.add(b)?;
+            }
+        }
+        for (f, n) in first.iter_mut().zip(r.first_tenth) {
+            *f += n;
+        }
+    }
+    m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))
+}
+
 fn warm_up(
     e: &Engine,
     w: &Workload,
@@ -313,6 +379,7 @@ fn measure_in_reactor(
         // Open loop: the rate is shared by the reactors' jobs.
         rate: w.rate.map(|r| r / m.before.reactors.len() as f64),
         arrivals: w.arrivals,
+        trace: None,
     };
     progress("measure (in-reactor jobs)", 0, w.ops);
     let reports = e.run_jobs(&spec)?;
@@ -381,7 +448,8 @@ impl Measure {
         let cpu = cpu_seconds().zip(self.cpu0).map(|(b, a)| b - a);
         let after = e.stats();
         let mut r = Report::from_histograms(hist, errors, seconds, cpu, timeline, first)?;
-        r.device = Device::between(&self.before, &after, seconds);
+        r.device = Device::between(&self.before, &after, seconds)
+            .with_dwpd(e.config().l2.dwpd, after.l2.l2_data_capacity);
         Ok((r, after))
     }
 }

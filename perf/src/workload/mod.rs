@@ -4,7 +4,7 @@ mod driver;
 mod keys;
 mod model;
 
-pub use driver::{replay, run, sweep, Checks, Driver, OnProgress, Totals};
+pub use driver::{replay, replay_in_reactor, run, sweep, Checks, Driver, OnProgress, Totals};
 pub use keys::KeySampler;
 pub use model::{Op, OpMix, Popularity, Workload};
 
