@@ -19,8 +19,7 @@ fn ring(c: &mut Criterion) {
 
 fn pool(c: &mut Criterion) {
     let p = BufPool::new(64 << 20, 1 << 20, false).unwrap();
-    let _cache = p.register_local_cache();
-    c.bench_function("pool alloc+free 4 KiB (reactor cache)", |b| {
+    c.bench_function("pool alloc+free 4 KiB", |b| {
         b.iter(|| black_box(p.alloc(4096)))
     });
 }

@@ -192,7 +192,7 @@ impl EngineBuilder {
         let pool_bytes = cfg.pool_capacity_with_l2(l2_devices.len())?;
         let pool_bytes = usize::try_from(pool_bytes)
             .map_err(|_| Error::Config("pool_capacity does not fit in memory".into()))?;
-        // Feed writes are pool buffers too: the classes reach the write size.
+        // Feed writes are pool buffers too: buffers reach the write size.
         let max_class = if l2_devices.is_empty() {
             cfg.max_block_size
         } else {
@@ -202,9 +202,17 @@ impl EngineBuilder {
         // A device that needs its buffers in its own memory (SPDK's DMA
         // memory) provides the pool's region.
         let device_region = l2_devices.iter().find_map(|d| d.pool_region(pool_bytes));
+        // I/O buffers aligned to the devices' blocks (O_DIRECT).
+        let io_align = l2_devices
+            .iter()
+            .map(|d| d.info().block_size as usize)
+            .fold(crate::bufpool::IO_ALIGN, usize::max);
         let pool = match device_region {
-            Some(region) => BufPool::from_region(region.map_err(startup)?, max_class),
-            None => BufPool::new(pool_bytes, max_class, cfg.hugepages).map_err(startup)?,
+            Some(region) => {
+                BufPool::from_region_aligned(region.map_err(startup)?, max_class, io_align)
+            }
+            None => BufPool::new_aligned(pool_bytes, max_class, io_align, cfg.hugepages)
+                .map_err(startup)?,
         };
         let l2_setup = start_l2_devices(&cfg, l2_devices, &pool)?;
         let backing = self.backing.unwrap_or_else(|| Arc::new(NoBacking));
@@ -244,7 +252,7 @@ impl EngineBuilder {
         for i in 0..n {
             let (tx, rx) = std::sync::mpsc::channel::<Setup>();
             let core_id = core_ids.as_ref().map(|c| c[i % c.len()]);
-            let (lc, pool) = (lc.clone(), pool.clone());
+            let lc = lc.clone();
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
@@ -256,7 +264,6 @@ impl EngineBuilder {
                     // Pinned first, so that device queues open on the core
                     // that polls them.
                     let pinned = core_id.map(|c| (c, reactor::pin(c)));
-                    let local_cache = pool.register_local_cache();
                     let mut r = Reactor::default();
                     let mut core = match make_core(&mut r) {
                         Ok(core) => core,
@@ -276,10 +283,7 @@ impl EngineBuilder {
                     let _ = ready.send(Ok(()));
                     r.run(&lc, &mailbox, &mut core);
                     let stats = core.stats();
-                    // Every buffer the shard held goes back before the
-                    // thread's pool cache is flushed.
                     drop(core);
-                    drop(local_cache);
                     std::mem::forget(guard);
                     Some(stats)
                 })

@@ -45,8 +45,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "arc")]
     pub policy: Policy,
     /// Buffer pool size. Default: the engine's (ARC × 1.5 + 32 MiB, more
-    /// with L2), or ARC × 3 + 64 MiB when replaying a trace: with objects of
-    /// many sizes, slabs stay with the size classes that first took them.
+    /// with L2), for trace replay too.
     #[arg(long, value_parser = parse_size)]
     pub pool: Option<u64>,
     /// L2 device: `auto` (an io_uring file in a temp directory, 512 MiB),
@@ -766,25 +765,12 @@ impl Args {
         })
     }
 
-    /// The buffer pool the harness asks the engine for: `--pool`, or for
-    /// trace replay ARC × 3 + 64 MiB (with objects of many sizes, slabs
-    /// stay with the size classes that first took them); `None`: the
-    /// engine's default.
+    /// The buffer pool the harness asks the engine for: `--pool`; `None`:
+    /// the engine's default. (Trace replay used to ask for ARC × 3 + 64 MiB,
+    /// because slabs stayed with the size classes that first took them;
+    /// they change hands now.)
     pub fn pool_capacity(&self) -> Result<Option<u64>, ArgError> {
-        if self.pool.is_some() || self.trace.is_none() {
-            return Ok(self.pool);
-        }
-        let p = self
-            .arc
-            .checked_mul(3)
-            .and_then(|x| x.checked_add(64 << 20));
-        fits(p, || {
-            format!(
-                "--arc {}: ARC × 3 + 64 MiB (the buffer pool for a trace)",
-                format_size(self.arc)
-            )
-        })
-        .map(Some)
+        Ok(self.pool)
     }
 
     /// The buffer pool the engine maps (`polarc::Config::pool_capacity_with_l2`
@@ -1136,7 +1122,7 @@ mod tests {
         let e = check_err(&["--arc", "15EiB", "--trace", "t.lis"]);
         assert_eq!(
             e,
-            "--arc 15EiB: ARC × 3 + 64 MiB (the buffer pool for a trace) does not fit in 64 bits"
+            "--arc 15EiB: ARC × 1.5 + 32 MiB (the buffer pool) does not fit in 64 bits"
         );
         // With --pool the trace's pool is not computed; the engine's
         // default is not used either.
@@ -1370,7 +1356,7 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(
-            e.to_string().starts_with("--arc 15EiB: ARC × 3 + 64 MiB"),
+            e.to_string().starts_with("--arc 15EiB: ARC × 1.5 + 32 MiB"),
             "{e}"
         );
         // A value is never taken for an option.

@@ -246,7 +246,6 @@ fn run(seed: u64) -> Seen {
     let mut rng = SmallRng::seed_from_u64(seed);
     let n = rng.gen_range(2..=4);
     let pool = BufPool::new(32 << 20, 4096, false).unwrap();
-    let local = pool.register_local_cache();
     let me = std::thread::current();
     let mbs: Mailboxes = (0..n).map(|_| Arc::new(Mailbox::new(me.clone()))).collect();
     let versions: Versions = Arc::default();
@@ -444,7 +443,6 @@ fn run(seed: u64) -> Seen {
     let hits_after: u64 = cores.iter().map(|c| c.core.stats().l2.l2_hits).sum();
     seen.rebuilt_hits += hits_after - hits_before;
     drop(cores);
-    drop(local);
     assert_eq!(pool.stats().outstanding, 0, "seed {seed}: buffers leaked");
     seen
 }
