@@ -252,7 +252,7 @@ impl EngineBuilder {
         for i in 0..n {
             let (tx, rx) = std::sync::mpsc::channel::<Setup>();
             let core_id = core_ids.as_ref().map(|c| c[i % c.len()]);
-            let lc = lc.clone();
+            let (lc, pool) = (lc.clone(), pool.clone());
             let t = std::thread::Builder::new()
                 .name(format!("polarc-r{i}"))
                 .spawn(move || {
@@ -264,6 +264,7 @@ impl EngineBuilder {
                     // Pinned first, so that device queues open on the core
                     // that polls them.
                     let pinned = core_id.map(|c| (c, reactor::pin(c)));
+                    let magazine = pool.register_local_cache();
                     let mut r = Reactor::default();
                     let mut core = match make_core(&mut r) {
                         Ok(core) => core,
@@ -283,7 +284,10 @@ impl EngineBuilder {
                     let _ = ready.send(Ok(()));
                     r.run(&lc, &mailbox, &mut core);
                     let stats = core.stats();
+                    // Every buffer the shard held goes back before the
+                    // reactor's magazine is given back.
                     drop(core);
+                    drop(magazine);
                     std::mem::forget(guard);
                     Some(stats)
                 })

@@ -10,10 +10,13 @@
 //!   multiple of 512 B, as O_DIRECT and NVMe want.
 //! * The free runs are kept outside the region (two ordered maps), so the
 //!   region holds data only and a device can register it whole. They sit
-//!   under one mutex; an allocation and a release take about a fifth of a
-//!   microsecond each, against the microseconds of the miss that asks for
-//!   the buffer. (Hand-rolled: TLSF crates keep their headers inside the
-//!   pool, where each 512-B-aligned buffer would also pad out.)
+//!   under one mutex. (Hand-rolled: TLSF crates keep their headers inside
+//!   the pool, where each 512-B-aligned buffer would also pad out.)
+//! * Each reactor keeps a small magazine of the buffers it freed, by size
+//!   ([`LocalCache`], at most [`MAGAZINE_BYTES`]), and takes from it first:
+//!   most allocations and releases on a reactor touch no lock shared with
+//!   other reactors. That is all the memory that can strand: a reactor's
+//!   magazine, given back when the pool cannot serve that reactor.
 //! * Buffers are reference-counted handles ([`Buf`]); the last drop
 //!   returns the buffer.
 //! * Running out is counted (`alloc_fail`) and reported as `None`.
@@ -26,6 +29,7 @@ pub use free_on_write::FreeOnWrite;
 pub use region::HUGEPAGE;
 pub use region::{FreeFn, Region};
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -33,6 +37,13 @@ use std::sync::{Arc, Mutex};
 
 /// Smallest buffer, and the granule every buffer is a multiple of.
 pub const MIN_BUF: usize = 512;
+
+/// The most a reactor's magazine holds. Buffers above it are given back
+/// to the runs at once.
+pub const MAGAZINE_BYTES: usize = 2 << 20;
+
+/// The largest buffer a magazine keeps (bigger ones are rare: feed writes).
+const MAGAZINE_MAX_BUF: usize = 256 << 10;
 
 /// The default most a buffer is aligned to: the block size of nearly
 /// every device (an engine with larger device blocks asks for more).
@@ -129,6 +140,7 @@ impl Runs {
 
 #[derive(Debug)]
 struct Shared {
+    id: usize,
     region: Region,
     max_buf: usize,
     /// The most a buffer is aligned to (see [`BufPool::alloc`]).
@@ -144,6 +156,65 @@ struct Shared {
 #[derive(Clone, Debug)]
 pub struct BufPool {
     shared: Arc<Shared>,
+}
+
+static NEXT_POOL_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// A reactor's freed buffers, by size in granules: (size, starts).
+#[derive(Debug, Default)]
+struct Magazine {
+    bins: Vec<(u32, Vec<u32>)>,
+    bytes: usize,
+}
+
+impl Magazine {
+    fn pop(&mut self, n: u32) -> Option<u32> {
+        let (_, v) = self.bins.iter_mut().find(|(size, _)| *size == n)?;
+        let start = v.pop()?;
+        self.bytes -= n as usize * MIN_BUF;
+        Some(start)
+    }
+
+    /// Keeps a buffer of `n` granules at `start`; false when full.
+    fn push(&mut self, start: u32, n: u32) -> bool {
+        let bytes = n as usize * MIN_BUF;
+        if bytes > MAGAZINE_MAX_BUF || self.bytes + bytes > MAGAZINE_BYTES {
+            return false;
+        }
+        match self.bins.iter_mut().find(|(size, _)| *size == n) {
+            Some((_, v)) => v.push(start),
+            None => self.bins.push((n, vec![start])),
+        }
+        self.bytes += bytes;
+        true
+    }
+
+    /// Gives everything back to `runs`.
+    fn drain_into(&mut self, runs: &mut Runs) {
+        for (n, v) in self.bins.drain(..) {
+            for start in v {
+                runs.give(start, n);
+            }
+        }
+        self.bytes = 0;
+    }
+}
+
+thread_local! {
+    /// The magazines of the pools this thread is a reactor of.
+    static LOCAL: RefCell<Vec<(usize, Magazine)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's magazine for pool `id`, if it has one.
+fn with_magazine<R>(id: usize, f: impl FnOnce(&mut Magazine) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            let mut l = l.try_borrow_mut().ok()?;
+            let (_, m) = l.iter_mut().find(|(i, _)| *i == id)?;
+            Some(f(m))
+        })
+        .ok()
+        .flatten()
 }
 
 impl BufPool {
@@ -193,6 +264,7 @@ impl BufPool {
         }
         BufPool {
             shared: Arc::new(Shared {
+                id: NEXT_POOL_ID.fetch_add(1, Relaxed),
                 region,
                 max_buf: max_block.max(1).next_multiple_of(MIN_BUF),
                 io_align: io_align.max(MIN_BUF),
@@ -228,12 +300,21 @@ impl BufPool {
         let s = &self.shared;
         let size = len.max(1).next_multiple_of(MIN_BUF);
         let align = (1 << size.trailing_zeros()).min(s.io_align) / MIN_BUF;
-        let start = (size <= s.max_buf)
-            .then(|| {
+        let n = (size / MIN_BUF) as u32;
+        // A buffer of this size from this reactor's magazine was aligned
+        // for this size when it was first taken.
+        let start = match with_magazine(s.id, |m| m.pop(n)).flatten() {
+            Some(start) => Some(start),
+            None if size <= s.max_buf => {
                 let mut runs = s.runs.lock().unwrap_or_else(|e| e.into_inner());
-                runs.take((size / MIN_BUF) as u32, align as u32)
-            })
-            .flatten();
+                runs.take(n, align as u32).or_else(|| {
+                    // What this reactor's magazine holds may make room.
+                    with_magazine(s.id, |m| m.drain_into(&mut runs))?;
+                    runs.take(n, align as u32)
+                })
+            }
+            None => None,
+        };
         let Some(start) = start else {
             s.alloc_fail.fetch_add(1, Relaxed);
             if !s.warned.swap(true, Relaxed) {
@@ -251,6 +332,19 @@ impl BufPool {
             cap: size as u32,
             len: size as u32,
         })))
+    }
+
+    /// Makes the calling thread a reactor of this pool: it keeps a
+    /// magazine of the buffers it frees, given back when the returned
+    /// guard drops.
+    pub fn register_local_cache(&self) -> LocalCache {
+        let _ = LOCAL.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if !l.iter().any(|(id, _)| *id == self.shared.id) {
+                l.push((self.shared.id, Magazine::default()));
+            }
+        });
+        LocalCache { pool: self.clone() }
     }
 
     /// Counters.
@@ -276,11 +370,35 @@ impl BufPool {
 fn give_back(s: &Shared, ptr: NonNull<u8>, cap: u32) {
     s.outstanding.fetch_sub(1, Relaxed);
     s.outstanding_bytes.fetch_sub(u64::from(cap), Relaxed);
-    let start = (ptr.as_ptr() as usize - s.region.base().as_ptr() as usize) / MIN_BUF;
+    let start = ((ptr.as_ptr() as usize - s.region.base().as_ptr() as usize) / MIN_BUF) as u32;
+    let n = cap / MIN_BUF as u32;
+    if with_magazine(s.id, |m| m.push(start, n)) == Some(true) {
+        return;
+    }
     s.runs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .give(start as u32, cap / MIN_BUF as u32);
+        .give(start, n);
+}
+
+/// A reactor's registration for a magazine; dropping it gives the
+/// magazine's buffers back.
+#[derive(Debug)]
+pub struct LocalCache {
+    pool: BufPool,
+}
+
+impl Drop for LocalCache {
+    fn drop(&mut self) {
+        let s = &self.pool.shared;
+        let _ = LOCAL.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(i) = l.iter().position(|(id, _)| *id == s.id) {
+                let (_, mut m) = l.swap_remove(i);
+                m.drain_into(&mut s.runs.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -427,6 +545,7 @@ mod tests {
             .map(|t| {
                 let pool = pool.clone();
                 std::thread::spawn(move || {
+                    let _cache = (t != 2).then(|| pool.register_local_cache());
                     let mut rng = rand::rngs::SmallRng::seed_from_u64(u64::from(t));
                     let mut live: Vec<(Buf, u8)> = Vec::new();
                     for i in 0..20_000u32 {
@@ -467,6 +586,7 @@ mod tests {
     pub(crate) fn usable_fraction(capacity: usize, rounds: usize) -> (f64, f64) {
         use rand::{Rng, SeedableRng};
         let pool = BufPool::new(capacity, 1 << 20, false).unwrap();
+        let _cache = pool.register_local_cache();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(14);
         let mut live: Vec<(BufMut, usize)> = Vec::new();
         let (mut held, mut asked) = (Vec::new(), Vec::new());
@@ -522,6 +642,40 @@ mod tests {
         assert_eq!(addr(&b) % 65536, 0);
         drop(keep);
         assert_eq!(pool.stats().free_runs, 1, "the padding merged back");
+    }
+
+    #[test]
+    fn a_reactor_reuses_what_it_freed_and_gives_it_back_when_short() {
+        let pool = BufPool::new(2 << 20, 1 << 20, false).unwrap();
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            let cache = p.register_local_cache();
+            let a = p.alloc(4096).unwrap();
+            let at = a.0.ptr.as_ptr() as usize;
+            drop(a);
+            assert_eq!(
+                p.stats().largest_free,
+                (2 << 20) - 4096,
+                "kept in the magazine"
+            );
+            let b = p.alloc(4096).unwrap();
+            assert_eq!(b.0.ptr.as_ptr() as usize, at, "the magazine's buffer");
+            drop(b);
+            let quarters: Vec<_> = (0..7).map(|_| p.alloc(256 << 10).unwrap()).collect();
+            drop(quarters);
+            assert!(
+                p.stats().largest_free < 1 << 20,
+                "the quarters are in the magazine"
+            );
+            // The runs are short of 1 MiB: the magazine goes back to them.
+            let whole = p.alloc(1 << 20).unwrap();
+            drop(whole);
+            drop(cache);
+            assert_eq!(p.stats().free_runs, 1, "all back when the reactor left");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(pool.stats().outstanding, 0);
     }
 
     #[test]
