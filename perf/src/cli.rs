@@ -66,6 +66,12 @@ pub struct Args {
     /// average (L2Config::dwpd). Default: none.
     #[arg(long)]
     pub l2_dwpd: Option<f64>,
+    /// TRIM ahead of the L2 write hand, as a percentage of each cycle's
+    /// writes (L2Config::trim_ahead, OpenZFS's l2arc_trim_ahead): punched
+    /// holes in a file, discards on a block device, deallocation on SPDK.
+    /// Default: 0 (off).
+    #[arg(long, default_value_t = 0)]
+    pub l2_trim_ahead: u32,
     /// Extra L2 write rate while the ARC warms up (l2arc_write_boost).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     pub l2_write_boost: u64,

@@ -224,6 +224,7 @@ impl DeviceQueue for FaultyQueue {
                 self.inner.submit(tag, IoOp::Write { offset, buf });
             }
             IoOp::Flush => self.inner.submit(tag, IoOp::Flush),
+            op @ IoOp::Discard { .. } => self.inner.submit(tag, op),
         }
     }
 

@@ -105,6 +105,11 @@ impl DeviceQueue for MemQueue {
                 data[o..o + buf.len()].copy_from_slice(&buf);
                 IoBuf::Write(buf)
             }
+            (true, IoOp::Discard { offset, len }) => {
+                let mut data = self.dev.data.write().unwrap_or_else(|e| e.into_inner());
+                data[offset as usize..(offset + len) as usize].fill(0);
+                IoBuf::None
+            }
             (_, op) => into_buf(op),
         };
         self.done.push_back(Completion { tag, buf, result });

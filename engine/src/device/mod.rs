@@ -149,6 +149,15 @@ pub enum IoOp {
     },
     /// Make completed writes durable.
     Flush,
+    /// The device may forget `len` bytes at `offset` (TRIM, deallocate,
+    /// a hole punched in a file); reads of them may then return anything.
+    /// A device that cannot completes it with [`DeviceError::Unsupported`].
+    Discard {
+        /// Byte offset, a multiple of the block size.
+        offset: u64,
+        /// Bytes, a multiple of the block size.
+        len: u64,
+    },
 }
 
 impl IoOp {
@@ -157,6 +166,7 @@ impl IoOp {
         match self {
             IoOp::Read { offset, len, .. } => Some((*offset, *len)),
             IoOp::Write { offset, buf } => Some((*offset, buf.len() as u64)),
+            IoOp::Discard { offset, len } => Some((*offset, *len)),
             IoOp::Flush => None,
         }
     }
@@ -321,6 +331,6 @@ pub fn into_buf(op: IoOp) -> IoBuf {
     match op {
         IoOp::Read { buf, .. } => IoBuf::Read(buf),
         IoOp::Write { buf, .. } => IoBuf::Write(buf),
-        IoOp::Flush => IoBuf::None,
+        IoOp::Flush | IoOp::Discard { .. } => IoBuf::None,
     }
 }

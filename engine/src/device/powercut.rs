@@ -197,6 +197,13 @@ impl DeviceQueue for CutQueue {
                 st.in_flight.insert(id, (offset, buf.to_vec()));
                 (IoBuf::Write(buf), Effect::Write(id))
             }
+            // Like a write of zeros: gone for good only once flushed.
+            (true, IoOp::Discard { offset, len }) => {
+                let id = st.next_id;
+                st.next_id += 1;
+                st.in_flight.insert(id, (offset, vec![0; len as usize]));
+                (IoBuf::None, Effect::Write(id))
+            }
             // It covers what completed before it was submitted.
             (true, IoOp::Flush) => (
                 IoBuf::None,

@@ -295,8 +295,21 @@ impl UringQueue {
                 continue;
             };
             self.free.push(slot as u32);
-            let want = op.range().map(|r| r.1);
+            // A read or write returns its length; fsync and fallocate 0.
+            let want = match op {
+                IoOp::Read { .. } | IoOp::Write { .. } => op.range().map(|r| r.1),
+                IoOp::Flush | IoOp::Discard { .. } => None,
+            };
             let result = match (res, want) {
+                (r, _)
+                    if matches!(op, IoOp::Discard { .. })
+                        && (r == -libc::EOPNOTSUPP || r == -libc::EINVAL) =>
+                {
+                    Err(DeviceError::Unsupported(format!(
+                        "{}: cannot punch holes or discard",
+                        self.info.name
+                    )))
+                }
                 (r, _) if r < 0 => {
                     let e = std::io::Error::from_raw_os_error(-r);
                     log::warn!("{}: {e}", self.info.name);
@@ -370,6 +383,11 @@ impl DeviceQueue for UringQueue {
                 }
             }
             IoOp::Flush => opcode::Fsync::new(fd).build(),
+            // A hole in a file; on a block device the kernel discards.
+            IoOp::Discard { offset, len } => opcode::Fallocate::new(fd, *len)
+                .offset(*offset)
+                .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                .build(),
         };
         let depth = self.depth;
         let slot =

@@ -138,6 +138,11 @@ pub(crate) struct Feeder {
     lap: u64,
     /// The region planned for this cycle's writes ends here.
     region_end: u64,
+    /// The end of what this cycle evicts: `region_end`, or further with
+    /// `trim_ahead`; `[region_end, evict_end)` is discarded once fenced.
+    evict_end: u64,
+    /// The device refused a discard: no more trimming.
+    trim_unsupported: bool,
     log: VecDeque<Batch>,
     log_blocks: u64,
     phase: Phase,
@@ -186,6 +191,8 @@ pub(crate) struct Feeder {
 /// Requests of a feeder's probe of a degraded device carry this in their
 /// tag's top byte.
 const TAG_PROBE: u64 = 5;
+/// Tag kind of a discard ahead of the hand.
+const TAG_TRIM: u64 = 6;
 /// How often a degraded device is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -264,6 +271,8 @@ impl Feeder {
             hand: 0,
             lap: 0,
             region_end: 0,
+            evict_end: 0,
+            trim_unsupported: false,
             log: VecDeque::new(),
             log_blocks: 0,
             phase: if rebuild.is_some() {
@@ -439,7 +448,7 @@ impl Feeder {
                 match e {
                     Event::Durable(acks) => self.acks(acks, false),
                     Event::Lost(acks) => self.acks(acks, true),
-                    Event::Fenced if self.phase == Phase::Fencing => self.phase = Phase::Writing,
+                    Event::Fenced if self.phase == Phase::Fencing => self.start_writing(),
                     Event::CycleSynced if self.phase == Phase::Sealing => {
                         out.next_feed = Some(self.finish_cycle(now));
                     }
@@ -575,6 +584,7 @@ impl Feeder {
         match c.tag >> journal::TAG_KIND_SHIFT {
             0 => self.on_write_done(c),
             TAG_PROBE => self.probe_done(c),
+            TAG_TRIM => self.trim_done(c),
             TAG_REBUILD => match &mut self.rebuild {
                 Some(r) => r.on_read(c),
                 None => log::error!("L2 feeder {}: stray rebuild read", self.dev),
@@ -747,10 +757,51 @@ impl Feeder {
     fn fence(&mut self) {
         match &mut self.journal {
             Some(j) if !self.picks.is_empty() => {
-                j.fence(self.lap * self.cap + self.region_end);
+                j.fence(self.lap * self.cap + self.evict_end);
                 self.phase = Phase::Fencing;
             }
-            _ => self.phase = Phase::Writing,
+            _ => self.start_writing(),
+        }
+    }
+
+    /// The region can be written: first discard what lies past it, up to
+    /// where this cycle evicted (nothing references it any more, and no
+    /// restart can bring it back).
+    fn start_writing(&mut self) {
+        self.phase = Phase::Writing;
+        let bs = self.placement.block_size;
+        let (start, end) = (
+            self.region_end.next_multiple_of(bs),
+            self.evict_end / bs * bs,
+        );
+        if end <= start || self.trim_unsupported {
+            return;
+        }
+        self.next_tag += 1;
+        let tag = (TAG_TRIM << journal::TAG_KIND_SHIFT)
+            | (self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1));
+        self.counters.l2_trims += 1;
+        self.counters.l2_trim_bytes += end - start;
+        self.queue.submit(
+            tag,
+            IoOp::Discard {
+                offset: self.data_offset + start,
+                len: end - start,
+            },
+        );
+    }
+
+    /// A discard ahead of the hand completed.
+    fn trim_done(&mut self, c: Completion) {
+        if let Err(e) = c.result {
+            self.counters.l2_trim_errors += 1;
+            if !self.trim_unsupported {
+                log::warn!(
+                    "L2 device {}: discard ahead of the hand failed ({e}); trimming stops for it",
+                    self.shared.info.name
+                );
+            }
+            self.trim_unsupported = true;
         }
     }
 
@@ -780,7 +831,13 @@ impl Feeder {
             self.hand = 0;
         }
         self.region_end = self.hand + need;
-        let logical_end = self.lap * self.cap + self.region_end;
+        let ahead = need.saturating_mul(u64::from(self.cfg.trim_ahead)) / 100;
+        self.evict_end = if self.trim_unsupported {
+            self.region_end
+        } else {
+            self.region_end.saturating_add(ahead).min(self.cap)
+        };
+        let logical_end = self.lap * self.cap + self.evict_end;
         // Every logged batch that starts before the region's end, one lap
         // back, is overwritten (or older): drop its blocks' L2 copies.
         let mut ranges: Vec<Vec<(u64, u64, Vec<u32>)>> = vec![Vec::new(); self.shards];

@@ -120,6 +120,12 @@ pub struct L2Config {
     /// about eight 4 KiB blocks of LZ4 here (see docs/BENCHMARKS.md for
     /// its effect on latency).
     pub poll_budget: Duration,
+    /// TRIM ahead of the write hand (OpenZFS's `l2arc_trim_ahead`): each
+    /// cycle also evicts, and then discards, this percentage of what it
+    /// writes beyond its region, so the flash under the cache learns early
+    /// which blocks it may erase. 0 (the default) turns it off. A device
+    /// that cannot discard says so once, and trimming stops for it.
+    pub trim_ahead: u32,
 }
 
 /// What to do with what an L2 device holds at start-up.
@@ -160,6 +166,7 @@ impl Default for L2Config {
             read_deadline: Duration::from_millis(25),
             write_deadline: Duration::from_secs(2),
             poll_budget: Duration::from_micros(20),
+            trim_ahead: 0,
         }
     }
 }
@@ -223,6 +230,13 @@ pub struct L2Counters {
     /// Bytes of the devices' data rings (a gauge): what `dwpd` is a
     /// fraction of per day.
     pub l2_data_capacity: u64,
+    /// Discards (TRIM) issued ahead of the write hand (`trim_ahead`).
+    pub l2_trims: u64,
+    /// Bytes those discards covered.
+    pub l2_trim_bytes: u64,
+    /// Discards that failed; a device that cannot discard is not asked
+    /// again.
+    pub l2_trim_errors: u64,
     /// Feed writes submitted.
     pub l2_writes_sent: u64,
     /// Feed writes completed successfully.
@@ -358,6 +372,9 @@ impl L2Counters {
                 l2_dev_write_bytes,
                 l2_stored_bytes,
                 l2_data_capacity,
+                l2_trims,
+                l2_trim_bytes,
+                l2_trim_errors,
                 l2_writes_sent,
                 l2_writes_done,
                 l2_writes_error,

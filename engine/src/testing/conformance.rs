@@ -175,5 +175,61 @@ pub fn run(dev: &dyn BlockDevice, pool: &BufPool) -> Result<(), String> {
             "depth {depth}: {ok} ok and {full} refused as full, want {depth} and 1"
         ));
     }
+    discard(q.as_mut(), pool, bs)
+}
+
+/// A discard of written blocks completes (or says it is unsupported);
+/// a misaligned one is refused; the blocks beside it keep their bytes.
+fn discard(q: &mut dyn DeviceQueue, pool: &BufPool, bs: usize) -> Result<(), String> {
+    let data = pattern(400, 3 * bs);
+    let mut b = pool.alloc(3 * bs).ok_or("pool")?;
+    b.as_mut_slice()[..3 * bs].copy_from_slice(&data);
+    q.submit(
+        400,
+        IoOp::Write {
+            offset: 0,
+            buf: b.freeze(3 * bs),
+        },
+    );
+    wait_all(q, 1)?;
+    q.submit(
+        401,
+        IoOp::Discard {
+            offset: bs as u64,
+            len: bs as u64,
+        },
+    );
+    q.submit(
+        402,
+        IoOp::Discard {
+            offset: 1,
+            len: bs as u64,
+        },
+    );
+    let done = wait_all(q, 2)?;
+    for c in &done {
+        match (c.tag, &c.result) {
+            (401, Ok(()) | Err(DeviceError::Unsupported(_))) => {}
+            (402, Err(DeviceError::Misaligned { .. })) => {}
+            (t, r) => return Err(format!("discard {t}: {r:?}")),
+        }
+    }
+    let r = pool.alloc(3 * bs).ok_or("pool")?;
+    q.submit(
+        403,
+        IoOp::Read {
+            offset: 0,
+            len: 3 * bs as u64,
+            buf: r,
+        },
+    );
+    let c = wait_all(q, 1)?.pop().ok_or("no completion")?;
+    let IoBuf::Read(r) = c.buf else {
+        return Err("read lost its buffer".into());
+    };
+    let got = &r.freeze(3 * bs)[..];
+    if got[..bs] != data[..bs] || got[2 * bs..] != data[2 * bs..] {
+        return Err("a discard changed the blocks beside it".into());
+    }
     Ok(())
 }

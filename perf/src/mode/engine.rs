@@ -117,6 +117,7 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
         .l2_config(polarc::L2Config {
             write_max: a.l2_write_max,
             dwpd: a.l2_dwpd,
+            trim_ahead: a.l2_trim_ahead,
             write_boost: a.l2_write_boost,
             feed_interval: a.l2_feed_interval,
             feed_min_interval: std::time::Duration::from_millis(50).min(a.l2_feed_interval),

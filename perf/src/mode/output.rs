@@ -110,6 +110,14 @@ fn print_l2(r: &Report, s: &Stats) {
             _ => String::new(),
         }
     );
+    if l2.l2_trims + l2.l2_trim_errors > 0 {
+        println!(
+            "L2 trim ahead of the hand: {} discards, {} MiB, {} failed",
+            l2.l2_trims,
+            l2.l2_trim_bytes >> 20,
+            l2.l2_trim_errors
+        );
+    }
     if l2.l2_feed_ns > 0 {
         println!(
             "L2 feed: {} MiB packed in {:.3} s of feeder time: {:.0} MiB/s",

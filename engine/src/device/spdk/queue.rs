@@ -254,6 +254,13 @@ impl DeviceQueue for SpdkQueue {
                 Kind::Write,
             ),
             IoOp::Flush => (std::ptr::null_mut(), 0, 0, Kind::Flush),
+            // One range: at most u32::MAX blocks (a TRIM is advisory).
+            IoOp::Discard { offset, len } => (
+                std::ptr::null_mut(),
+                *offset / bs,
+                u32::try_from(*len / bs).unwrap_or(u32::MAX),
+                Kind::Deallocate,
+            ),
         };
         let req = Box::into_raw(Box::new(Req {
             tag,
@@ -263,9 +270,12 @@ impl DeviceQueue for SpdkQueue {
             device: &self.c.info,
         }));
         let (ns, qp, cb) = (self.ns, self.qpair, Some(on_complete as _));
-        // SAFETY: `ptr` points into the request's buffer, owned by `req`
-        // until its callback; the buffer holds `count` blocks (checked
-        // above). `req` is handed to SPDK, which calls `on_complete` once.
+        // SAFETY: for a read or write, `ptr` points into the request's
+        // buffer, owned by `req` until its callback; the buffer holds
+        // `count` blocks (checked above). A deallocate passes a range on
+        // this stack, which SPDK copies before it returns, and no buffer.
+        // `req` is handed to SPDK, which calls `on_complete` once; an
+        // all-zero `spdk_nvme_dsm_range` is a valid value of that C struct.
         let rc = unsafe {
             match kind {
                 Kind::Read => {
@@ -275,6 +285,21 @@ impl DeviceQueue for SpdkQueue {
                     sys::spdk_nvme_ns_cmd_write(ns, qp, ptr, lba, count, cb, req.cast(), 0)
                 }
                 Kind::Flush => sys::spdk_nvme_ns_cmd_flush(ns, qp, cb, req.cast()),
+                Kind::Deallocate => {
+                    // SPDK copies the range into its own DMA memory.
+                    let mut range: sys::spdk_nvme_dsm_range = std::mem::zeroed();
+                    range.starting_lba = lba;
+                    range.length = count;
+                    sys::spdk_nvme_ns_cmd_dataset_management(
+                        ns,
+                        qp,
+                        sys::SPDK_NVME_DSM_ATTR_DEALLOCATE,
+                        &range,
+                        1,
+                        cb,
+                        req.cast(),
+                    )
+                }
             }
         };
         if rc != 0 {
@@ -365,6 +390,7 @@ enum Kind {
     Read,
     Write,
     Flush,
+    Deallocate,
 }
 
 impl Drop for SpdkQueue {
