@@ -18,7 +18,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 new="$(mktemp -d)"
 trap 'rm -rf "$new"' EXIT
-for t in device_header log_block lz4_unpack trace_lis trace_csv trace_oracle config_file; do
+for t in device_header log_block lz4_unpack trace_lis trace_csv trace_oracle trace_bin_keys config_file; do
     echo "== fuzz $t for ${seconds}s"
     if [ "${FUZZ_KEEP:-0}" = 1 ]; then
         dirs=("corpus/$t")

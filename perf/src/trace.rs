@@ -33,7 +33,11 @@ pub struct Access {
 ///   24-byte records `u32 clock, u64 obj_id, u32 obj_size, i64 next_vtime`.
 /// * `csv`: one access per line, the key and (optionally) the size in
 ///   configurable columns;
-/// * `keys`: one key per line.
+/// * `keys`: one key per line;
+/// * `bin-keys`: plain binary, one little-endian u64 key per access.
+///
+/// libCacheSim's CSV traces (`time,obj_id,obj_size,…` with a header) read
+/// as `csv` with `--csv-header --csv-key-column 1 --csv-size-column 2`.
 ///
 /// Text keys that are decimal numbers are used as they are; other keys are
 /// hashed (xxh3) to a 64-bit id.
@@ -47,6 +51,9 @@ pub enum Format {
     Csv,
     /// One key per line.
     Keys,
+    /// Plain binary: one little-endian u64 key per access, 8 bytes each
+    /// (the size is `--value-size`).
+    BinKeys,
 }
 
 /// How to read `csv` traces (and the size of `keys` traces).
@@ -225,6 +232,7 @@ pub fn read_all_with(
         Format::Oracle => parse_oracle(r, path, limits, push)?,
         Format::Csv => parse_csv(BufReader::new(r), path, csv, limits, push)?,
         Format::Keys => parse_keys(BufReader::new(r), path, csv.default_size, limits, push)?,
+        Format::BinKeys => parse_bin_keys(r, path, csv.default_size, limits, push)?,
     }
     Ok(out)
 }
@@ -400,15 +408,49 @@ fn for_each_line(
 /// Size of one oracleGeneral record.
 pub const ORACLE_RECORD: usize = 24;
 
-/// Parses an oracleGeneral trace, calling `f` for every record. Reads at
-/// most `limits.max_bytes` bytes, through a buffer of 4096 records.
+/// Parses an `oracle` trace (libCacheSim's oracleGeneral), calling `f`
+/// for every record.
 pub fn parse_oracle(
+    r: impl Read,
+    path: &Path,
+    limits: &Limits,
+    f: impl FnMut(Access),
+) -> Result<(), TraceError> {
+    parse_records(r, path, limits, ORACLE_RECORD, f, |rec| Access {
+        id: u64::from_le_bytes(rec[4..12].try_into().expect("8 bytes")),
+        size: u32::from_le_bytes(rec[12..16].try_into().expect("4 bytes")),
+    })
+}
+
+/// Bytes of a `bin-keys` record: one little-endian u64 key.
+pub const BIN_KEY_RECORD: usize = 8;
+
+/// Parses a `bin-keys` trace (one little-endian u64 key per access, each
+/// `size` bytes), calling `f` for every key.
+pub fn parse_bin_keys(
+    r: impl Read,
+    path: &Path,
+    size: u32,
+    limits: &Limits,
+    f: impl FnMut(Access),
+) -> Result<(), TraceError> {
+    parse_records(r, path, limits, BIN_KEY_RECORD, f, |rec| Access {
+        id: u64::from_le_bytes(rec.try_into().expect("8 bytes")),
+        size,
+    })
+}
+
+/// Parses fixed-size binary records of `len` bytes, through reads of any
+/// size, within `limits`; a partial last record is an error.
+fn parse_records(
     mut r: impl Read,
     path: &Path,
     limits: &Limits,
+    len: usize,
     mut f: impl FnMut(Access),
+    decode: impl Fn(&[u8]) -> Access,
 ) -> Result<(), TraceError> {
-    let mut buf = vec![0u8; ORACLE_RECORD * 4096];
+    let mut buf = vec![0u8; len * 4096];
     let mut filled = 0usize;
     let mut record = 0u64;
     let mut total = 0u64; // never above limits.max_bytes
@@ -432,8 +474,8 @@ pub fn parse_oracle(
             .filter(|&t| t <= limits.max_bytes)
             .ok_or_else(|| limits.too_large(path))?;
         filled += n;
-        let whole = filled / ORACLE_RECORD * ORACLE_RECORD;
-        for rec in buf[..whole].chunks_exact(ORACLE_RECORD) {
+        let whole = filled / len * len;
+        for rec in buf[..whole].chunks_exact(len) {
             if record >= limits.max_accesses {
                 return Err(TraceError::Record {
                     path: path.into(),
@@ -441,9 +483,7 @@ pub fn parse_oracle(
                     msg: limits.too_many_accesses(),
                 });
             }
-            let id = u64::from_le_bytes(rec[4..12].try_into().expect("8 bytes"));
-            let size = u32::from_le_bytes(rec[12..16].try_into().expect("4 bytes"));
-            f(Access { id, size });
+            f(decode(rec));
             record += 1;
         }
         buf.copy_within(whole..filled, 0);
@@ -453,7 +493,7 @@ pub fn parse_oracle(
                 return Err(TraceError::Record {
                     path: path.into(),
                     record,
-                    msg: format!("truncated: {filled} of {ORACLE_RECORD} bytes"),
+                    msg: format!("truncated: {filled} of {len} bytes"),
                 });
             }
             return Ok(());
@@ -464,6 +504,25 @@ pub fn parse_oracle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bin_keys_are_little_endian_u64s_and_a_partial_one_is_an_error() {
+        let mut bytes: Vec<u8> = [7u64, 1 << 40, 7]
+            .iter()
+            .flat_map(|k| k.to_le_bytes())
+            .collect();
+        let mut got = vec![];
+        parse_bin_keys(&bytes[..], Path::new("t.bin"), 4096, &L, |a| got.push(a)).unwrap();
+        let ids: Vec<u64> = got.iter().map(|a| a.id).collect();
+        assert_eq!(ids, [7, 1 << 40, 7]);
+        assert!(got.iter().all(|a| a.size == 4096));
+        bytes.push(1);
+        let e = parse_bin_keys(&bytes[..], Path::new("t.bin"), 4096, &L, |_| {}).unwrap_err();
+        assert!(
+            e.to_string().contains("t.bin") && e.to_string().contains("truncated"),
+            "{e}"
+        );
+    }
 
     const L: Limits = Limits {
         max_line: MAX_LINE,

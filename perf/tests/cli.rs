@@ -441,6 +441,38 @@ fn the_mrc_equals_the_engines_replay_at_every_size() {
             );
         }
     }
+    // The same keys as plain binary u64s give the same curve.
+    let ids: Vec<u8> = std::fs::read_to_string(t)
+        .unwrap()
+        .lines()
+        .flat_map(|l| l.parse::<u64>().unwrap().to_le_bytes())
+        .collect();
+    let bin = dir.path().join("t.bin");
+    std::fs::write(&bin, ids).unwrap();
+    let b = json(&[
+        "--trace",
+        bin.to_str().unwrap(),
+        "--trace-format",
+        "bin-keys",
+        "--value-size",
+        "4096",
+        "--reactors",
+        "2",
+        "--mrc",
+        "1MiB,4MiB,12MiB",
+        "--mrc-policies",
+        "arc",
+    ]);
+    let hits = |v: &serde_json::Value| -> Vec<u64> {
+        v["mrc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["policy"] == "arc" && p["l2_bytes"] == 0)
+            .map(|p| p["arc_hits"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(hits(&b), hits(&m));
     // ARC + an 8 MiB L2 beats ARC alone at 1 MiB.
     let at = |l2: u64| {
         pts.iter()
