@@ -63,6 +63,11 @@ pub struct Config {
     /// What a client gets when its reactor has `max_in_flight` requests.
     /// Default: [`WhenFull::Wait`].
     pub when_full: WhenFull,
+    /// Stamp every block a client read gets with when its reactor took the
+    /// request and when it answered ([`crate::Block::timing`]), to break a
+    /// client's latency down. Costs two clock reads and an allocation per
+    /// request. Default: false.
+    pub timing: bool,
     /// The L2 knobs; used when L2 devices are given. Default:
     /// [`L2Config::default`].
     pub l2: L2Config,
@@ -99,6 +104,7 @@ impl Default for Config {
             max_key_len: 4096,
             max_in_flight: 65536,
             when_full: WhenFull::Wait,
+            timing: false,
             l2: L2Config::default(),
         }
     }

@@ -121,6 +121,11 @@ impl EngineBuilder {
         max_in_flight: usize
     );
     setter!(
+        /// Stamp client reads with when their reactor took and answered
+        /// them ([`Block::timing`]). Default: false.
+        timing: bool
+    );
+    setter!(
         /// What a client finds past `max_in_flight`. Default:
         /// [`WhenFull::Wait`].
         when_full: WhenFull
@@ -306,6 +311,7 @@ impl EngineBuilder {
             backing_timeout: cfg.backing_timeout,
             shutdown_timeout: cfg.shutdown_timeout,
             max_in_flight: cfg.max_in_flight,
+            timing: cfg.timing,
         };
         let mut readies = Vec::with_capacity(n);
         for (i, tx) in setups.into_iter().enumerate() {

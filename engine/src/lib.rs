@@ -55,7 +55,7 @@ mod stats;
 pub mod testing;
 
 pub use backing::{BackingStore, FileStore, FnStore, InlineStore, Latency, ReadDone, SimStore};
-pub use block::{Block, Source};
+pub use block::{Block, Source, Timing};
 pub use config::{Config, WhenFull};
 pub use engine::{Engine, EngineBuilder, OpFuture};
 pub use error::{BackingError, Error, Result};

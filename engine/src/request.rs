@@ -28,6 +28,8 @@ pub(crate) enum Reply {
     None,
     /// A client thread or future.
     Client(oneshot::Sender<Outcome>),
+    /// A client, with when its reactor took the request (`Config::timing`).
+    Timed(oneshot::Sender<Outcome>, std::time::Instant),
     /// The job poller of the given reactor, with the job's tag (its issue
     /// time), handed back with the answer.
     #[cfg(feature = "jobs")]

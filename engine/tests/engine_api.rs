@@ -283,3 +283,32 @@ fn invalidate_during_a_fill_keeps_the_block_out() {
     );
     assert_eq!(s.arc.invalidates, 1);
 }
+
+#[test]
+fn timing_stamps_say_when_the_reactor_took_and_answered_a_read() {
+    let (store, _) = counting_store(Duration::from_millis(5));
+    let e = Engine::builder()
+        .reactors(2)
+        .arc_capacity(1 << 20)
+        .max_block_size(4096)
+        .pool_capacity(16 << 20)
+        .hugepages(false)
+        .backing(store)
+        .timing(true)
+        .build()
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let miss = e.read(b"k").unwrap();
+    let back = std::time::Instant::now();
+    let t = miss.timing().expect("stamped");
+    assert!(sent <= t.taken && t.taken <= t.answered && t.answered <= back);
+    assert!(
+        t.answered - t.taken >= Duration::from_millis(5),
+        "the miss's service holds the store's 5 ms: {t:?}"
+    );
+    let hit = e.read(b"k").unwrap();
+    let t = hit.timing().expect("stamped");
+    assert!(t.answered - t.taken < Duration::from_millis(5), "{t:?}");
+    let (plain, _) = engine(1, 1 << 20, 0);
+    assert!(plain.read(b"k").unwrap().timing().is_none());
+}

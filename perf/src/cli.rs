@@ -262,6 +262,11 @@ pub struct Args {
     #[arg(long, default_value_t = trace::DEFAULT_MAX_ACCESSES)]
     pub trace_max_accesses: u64,
 
+    /// Break client threads' read latency down: late issue, the trip to
+    /// the reactor, its service, the trip back (the engine stamps each
+    /// block it answers; Config::timing). Not with --in-reactor.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Replay the trace one access at a time through Engine::read, with
     /// the store on worker threads, as an application embedding polarc
     /// would. Default: on the reactors, each shard's accesses in order,
@@ -680,6 +685,11 @@ impl Args {
         if self.mrc.is_some() && self.mrc_policies.is_empty() {
             return Err(s("--mrc-policies needs arc, lru or both"));
         }
+        if self.breakdown && (self.in_reactor || self.trace.is_some()) {
+            return Err(s(
+                "--breakdown is for client threads: not with --in-reactor or --trace",
+            ));
+        }
         if self.l2_dwpd.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
             return Err(s(
                 "--l2-dwpd must be a positive number of drive writes per day",
@@ -868,6 +878,7 @@ impl Args {
             timeline_interval: self.timeline_interval,
             rate: self.rate,
             arrivals: self.arrivals.into(),
+            breakdown: self.breakdown,
         }
     }
 }

@@ -122,6 +122,63 @@ impl Latency {
     }
 }
 
+/// Parts of a client read's latency (`--breakdown`), in order.
+pub const PARTS: usize = 4;
+
+/// Per read class (ARC hit, L2 hit, miss), one histogram per part.
+pub type PartHistograms = [[Hist; PARTS]; 3];
+
+/// Empty part histograms.
+pub fn part_histograms() -> PartHistograms {
+    std::array::from_fn(|_| std::array::from_fn(|_| hist()))
+}
+
+/// Where a client read's time went (`--breakdown`, client threads), from
+/// the client's clock and the reactor's stamps (`polarc::Block::timing`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Parts {
+    /// From the intended start to the issue: the client thread was not
+    /// running, or was at its queue depth (open loop; 0 in a closed loop).
+    pub late: Latency,
+    /// From the issue until the reactor took the request from its ring:
+    /// the ring's queue and the reactor's wake-up.
+    pub to_reactor: Latency,
+    /// The reactor's service: taking to answering, with the L2 read or the
+    /// store's read of a miss.
+    pub service: Latency,
+    /// From the answer until the client saw it: the client's wake-up and
+    /// its turn among the operations it polls.
+    pub to_client: Latency,
+}
+
+/// [`Parts`] per read class.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Breakdown {
+    /// Reads served by the ARC.
+    pub arc_hit: Parts,
+    /// Reads served by L2.
+    pub l2_hit: Parts,
+    /// Reads served by the backing store.
+    pub miss: Parts,
+}
+
+impl Breakdown {
+    /// The percentiles of part histograms.
+    pub fn of(h: &PartHistograms) -> Breakdown {
+        let parts = |c: &[Hist; PARTS]| Parts {
+            late: Latency::of(&c[0]),
+            to_reactor: Latency::of(&c[1]),
+            service: Latency::of(&c[2]),
+            to_client: Latency::of(&c[3]),
+        };
+        Breakdown {
+            arc_hit: parts(&h[0]),
+            l2_hit: parts(&h[1]),
+            miss: parts(&h[2]),
+        }
+    }
+}
+
 /// Latency per class of operation.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Latencies {
@@ -281,6 +338,8 @@ pub struct Report {
     /// `--rate-sweep`: latency against load, and the highest rate that met
     /// the p99 target.
     pub sweep: Option<Sweep>,
+    /// `--breakdown`: where client reads' time went; `None` otherwise.
+    pub breakdown: Option<Breakdown>,
     /// Latency CDF per class (µs, quantile), for plots.
     #[serde(skip)]
     pub cdf: Vec<(&'static str, Vec<(f64, f64)>)>,
@@ -349,6 +408,7 @@ impl Report {
             device: Device::default(),
             rate: None,
             sweep: None,
+            breakdown: None,
             cdf: vec![
                 ("ARC hit", cdf(&hist[0])),
                 ("L2 hit", cdf(&hist[1])),

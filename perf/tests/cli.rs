@@ -198,6 +198,10 @@ fn bad_input_exits_non_zero_with_a_message_and_no_panic() {
             "within (0, 1]",
         ),
         (&["--l2-dwpd=-1"], "--l2-dwpd must be a positive"),
+        (
+            &["--breakdown", "--in-reactor"],
+            "--breakdown is for client threads",
+        ),
         (&["--l2-dwpd", "0"], "--l2-dwpd must be a positive"),
     ];
     for (args, needle) in cases {
@@ -371,6 +375,41 @@ fn replaying_cloudphysics_reproduces_libcachesims_lru_misses() {
         assert_eq!(got, misses, "LRU misses at {mib} MiB");
         assert_eq!(r["stats"]["pool"]["alloc_fail"], 0);
     }
+}
+
+/// `--breakdown` splits each client read's latency into parts that add
+/// up to it: the service of a miss holds the store's latency, and each
+/// class's parts count its reads.
+#[test]
+fn a_breakdown_splits_client_latency_into_its_parts() {
+    let mut a = TINY.to_vec();
+    a.extend(["--l2", "none", "--backing", "sim:300us", "--breakdown"]);
+    let r = json(&a);
+    let b = &r["breakdown_us"];
+    for class in ["arc_hit", "miss"] {
+        let n = r["latency_us"][class]["count"].as_u64().unwrap();
+        assert!(n > 0, "{r}");
+        for part in ["late", "to_reactor", "service", "to_client"] {
+            assert_eq!(
+                b[class][part]["count"].as_u64().unwrap(),
+                n,
+                "{class} {part}"
+            );
+        }
+    }
+    let p50 = |c: &str, p: &str| b[c][p]["p50"].as_f64().unwrap();
+    assert!(p50("miss", "service") >= 300.0, "{b}");
+    assert!(p50("arc_hit", "service") < 300.0, "{b}");
+    // A part of a read cannot take longer than the slowest whole read.
+    let max = r["latency_us"]["miss"]["max"].as_f64().unwrap();
+    assert!(
+        ["late", "to_reactor", "service", "to_client"]
+            .iter()
+            .all(|p| p50("miss", p) <= max),
+        "{b}"
+    );
+    let plain = json(TINY);
+    assert!(plain["breakdown_us"].is_null());
 }
 
 /// A zipf-like trace of `n` accesses over `ids` ids, one key per line.

@@ -6,7 +6,7 @@
 use super::msg::Msg;
 use super::Core;
 use crate::backing::{ReadDone, ReadResult};
-use crate::block::{Block, Source};
+use crate::block::{Block, Source, Timing};
 use crate::bufpool::Buf;
 use crate::error::{BackingError, Error};
 use crate::l2::read::Lookup;
@@ -62,6 +62,14 @@ impl Core {
                 self.answered += 1;
                 let _ = tx.send(o);
             }
+            Reply::Timed(tx, taken) => {
+                self.answered += 1;
+                let t = Timing {
+                    taken,
+                    answered: Instant::now(),
+                };
+                let _ = tx.send(o.map(|b| b.map(|b| b.with_timing(t))));
+            }
             #[cfg(feature = "jobs")]
             Reply::Reactor(to, tag) if to == self.id => self.job_inbox.push((tag, o)),
             #[cfg(feature = "jobs")]
@@ -88,6 +96,10 @@ impl Core {
             hash,
             reply,
         } = req;
+        let reply = match reply {
+            Reply::Client(tx) if self.limits.timing => Reply::Timed(tx, Instant::now()),
+            r => r,
+        };
         match op {
             Op::Get => {
                 self.counters.gets += 1;

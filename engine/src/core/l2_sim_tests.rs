@@ -230,6 +230,7 @@ fn boot(b: Boot<'_>) -> Vec<SimReactor> {
                     backing_timeout: Duration::from_secs(3600),
                     shutdown_timeout: Duration::from_secs(3600),
                     max_in_flight: 1 << 20,
+                    timing: false,
                 },
                 Default::default(),
             );

@@ -39,6 +39,8 @@ pub(crate) struct Limits {
     pub shutdown_timeout: Duration,
     /// Fills in flight past which prefetches are dropped.
     pub max_in_flight: usize,
+    /// Stamp client reads with when they were taken and answered.
+    pub timing: bool,
 }
 
 /// Client requests in flight on one reactor: clients add one as they

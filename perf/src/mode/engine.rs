@@ -140,6 +140,9 @@ pub fn builder(a: &Args, max_value: usize) -> EngineBuilder {
             poll_budget: a.l2_poll_budget.unwrap_or(defaults.poll_budget),
             ..defaults
         });
+    if a.breakdown {
+        b = b.timing(true);
+    }
     if let Some(d) = a.spin_before_park {
         b = b.spin_before_park(d);
     }

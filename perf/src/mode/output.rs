@@ -67,6 +67,9 @@ pub fn print_report(r: &Report, s: &Stats) {
         &r.latency_us,
         ["all", "ARC hit", "L2 hit", "miss", "other ops"],
     );
+    if let Some(b) = &r.breakdown {
+        print_breakdown(b);
+    }
     println!(
         "ARC: target p {:.1} MiB, {:.1} B header/block; backing reads {}",
         s.sizes.p / (1 << 20) as f64,
@@ -245,6 +248,7 @@ pub fn report_json(
         "rate": r.rate,
         "sweep": r.sweep,
         "latency_us": r.latency_us,
+        "breakdown_us": r.breakdown,
         "device": r.device,
         "compression_ratio": if z.l2_asize == 0 { serde_json::Value::Null } else { (z.l2_size as f64 / z.l2_asize as f64).into() },
         "cpu_seconds_per_op": r.cpu_seconds_per_op,
@@ -270,5 +274,27 @@ pub fn write_json(path: &str, doc: &serde_json::Value) -> Result<(), Error> {
             path: path.into(),
             source,
         })
+    }
+}
+
+/// `--breakdown`: where client reads' time went, per class, p50 / p99.
+fn print_breakdown(b: &polarc_perf::report::Breakdown) {
+    println!("breakdown (us, p50 / p99)   late issue    to reactor       service     to client");
+    for (name, p) in [
+        ("ARC hit", &b.arc_hit),
+        ("L2 hit", &b.l2_hit),
+        ("miss", &b.miss),
+    ] {
+        if p.service.count == 0 {
+            continue;
+        }
+        let f = |l: &polarc_perf::report::Latency| format!("{:>6.1} /{:>7.1}", l.p50, l.p99);
+        println!(
+            "{name:<27} {} {} {} {}",
+            f(&p.late),
+            f(&p.to_reactor),
+            f(&p.service),
+            f(&p.to_client)
+        );
     }
 }

@@ -3,8 +3,8 @@
 use super::{Error, KeySampler, Op, Popularity, Workload};
 use crate::procfs::cpu_seconds;
 use crate::report::{
-    class_of, histograms, Device, Histograms, Rate, Report, Sweep, SweepClass, SweepPoint, Tick,
-    CLASSES,
+    class_of, histograms, part_histograms, Breakdown, Device, Histograms, PartHistograms, Rate,
+    Report, Sweep, SweepClass, SweepPoint, Tick, CLASSES,
 };
 use crate::trace::Access;
 use crate::verify::Verifier;
@@ -356,6 +356,7 @@ fn measure_clients(
     )?;
     let (mut r, stats) = m.finish(e, &p.hist, p.totals.errors, p.timeline, None, Some(p.first))?;
     r.rate = w.rate.map(|t| Rate::new(t, r.ops_per_sec, p.issued_late));
+    r.breakdown = p.parts.as_deref().map(Breakdown::of);
     Ok((r, stats, p.totals))
 }
 
@@ -534,6 +535,8 @@ struct PhaseResult {
     first: [u64; CLASSES],
     /// Open loop: operations issued late (see [`Rate::issued_late`]).
     issued_late: u64,
+    /// `--breakdown`: the parts of read latency per class.
+    parts: Option<Box<PartHistograms>>,
 }
 
 /// What one client measured.
@@ -542,6 +545,7 @@ struct ClientResult {
     hist: Histograms,
     first: [u64; CLASSES],
     issued_late: u64,
+    parts: Option<Box<PartHistograms>>,
 }
 
 /// Runs one phase from client threads.
@@ -581,6 +585,7 @@ fn phase(
         timeline,
         first: [0u64; CLASSES],
         issued_late: 0,
+        parts: plan.w.breakdown.then(|| Box::new(part_histograms())),
     };
     for h in handles {
         let c = h.join().map_err(|_| Error::ClientPanicked)?;
@@ -592,6 +597,11 @@ fn phase(
             *t += n;
         }
         out.issued_late += c.issued_late;
+        if let (Some(all), Some(mine)) = (&mut out.parts, c.parts) {
+            for (a, m) in all.iter_mut().flatten().zip(mine.iter().flatten()) {
+                a.add(m)?;
+            }
+        }
     }
     Ok(out)
 }
@@ -690,23 +700,28 @@ impl Pending {
         }
     }
 
-    /// Ready with the class of the completed operation, or `None` if it
-    /// failed; under `--verify`, a read is checked and a write recorded.
-    fn poll(&mut self, cx: &mut Context<'_>, verify: Option<&Verifier>) -> Poll<Option<usize>> {
+    /// Ready with the class of the completed operation (and a read's
+    /// stamps, with `timing`), or `None` if it failed; under `--verify`, a
+    /// read is checked and a write recorded.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        verify: Option<&Verifier>,
+    ) -> Poll<Option<(usize, Option<polarc::Timing>)>> {
         match self {
             Pending::Read(f, check) => Pin::new(f).poll(cx).map(|r| {
                 if let (Some(v), Some((k, lo))) = (verify, *check) {
                     v.check(k, lo, r.as_ref().ok().map(|b| (&b[..], b.source())));
                 }
-                r.ok().map(|b| class_of(b.source()))
+                r.ok().map(|b| (class_of(b.source()), b.timing()))
             }),
             Pending::Write(f, done) => Pin::new(f).poll(cx).map(|r| {
                 if let (Some(v), Some((k, version)), Ok(())) = (verify, *done, &r) {
                     v.written(k, version);
                 }
-                r.ok().map(|()| OTHER)
+                r.ok().map(|()| (OTHER, None))
             }),
-            Pending::Other(f) => Pin::new(f).poll(cx).map(|r| r.ok().map(|()| OTHER)),
+            Pending::Other(f) => Pin::new(f).poll(cx).map(|r| r.ok().map(|()| (OTHER, None))),
         }
     }
 }
@@ -767,7 +782,9 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let qd = w.queue_depth.max(1);
-    let mut inflight: Vec<(Instant, Pending)> = Vec::with_capacity(qd);
+    // (intended start, issue, the operation)
+    let mut inflight: Vec<(Instant, Instant, Pending)> = Vec::with_capacity(qd);
+    let mut parts = w.breakdown.then(|| Box::new(part_histograms()));
     let mut issued = 0u64;
     let mut completed = 0u64;
     let mut stop = false;
@@ -808,13 +825,13 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
             };
             let p = Pending::start(e, w, op, i, verify);
             writing.extend(p.written_key());
-            inflight.push((intended, p));
+            inflight.push((intended, Instant::now(), p));
             issued += 1;
         }
         let mut i = 0;
         let before = completed;
         while i < inflight.len() {
-            let Poll::Ready(class) = inflight[i].1.poll(&mut cx, verify) else {
+            let Poll::Ready(class) = inflight[i].2.poll(&mut cx, verify) else {
                 if now.saturating_duration_since(inflight[i].0) > checks.hang_limit {
                     // Never answered: give up on it (its key stays in
                     // `writing`, as its version may still land) and stop
@@ -827,14 +844,25 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
                 i += 1;
                 continue;
             };
-            let (t, p) = inflight.swap_remove(i);
+            let (t, issued_at, p) = inflight.swap_remove(i);
             if let Some(k) = p.written_key() {
                 writing.remove(&k);
             }
             completed += 1;
             match class {
-                Some(c) => {
-                    let _ = hist[c].record(t.elapsed().as_nanos() as u64);
+                Some((c, timing)) => {
+                    let seen = Instant::now();
+                    let _ = hist[c].record((seen - t).as_nanos() as u64);
+                    if let (Some(parts), Some(s)) = (&mut parts, timing) {
+                        let ns = |a: Instant, b: Instant| {
+                            b.saturating_duration_since(a).as_nanos() as u64
+                        };
+                        let h = &mut parts[c];
+                        let _ = h[0].record(ns(t, issued_at));
+                        let _ = h[1].record(ns(issued_at, s.taken));
+                        let _ = h[2].record(ns(s.taken, s.answered));
+                        let _ = h[3].record(ns(s.answered, seen));
+                    }
                     live.done[c].fetch_add(1, Relaxed);
                     let in_first = match first_until {
                         Some(u) => Instant::now() < u,
@@ -893,5 +921,6 @@ fn client(e: &Engine, plan: &Plan, live: &Live, checks: &Checks, at: Start) -> C
         hist,
         first,
         issued_late,
+        parts,
     }
 }

@@ -111,4 +111,6 @@ pub struct Workload {
     pub rate: Option<f64>,
     /// Open loop: the gaps between intended starts.
     pub arrivals: polarc::Arrivals,
+    /// Break client reads' latency down (the engine stamps its blocks).
+    pub breakdown: bool,
 }
