@@ -4,8 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+mod short_reads;
 use polarc_perf::trace::{parse_bin_keys, Limits, TraceError, BIN_KEY_RECORD};
-use std::io::Read;
+use short_reads::Short;
 use std::path::Path;
 
 const LIMITS: Limits = Limits {
@@ -13,21 +14,6 @@ const LIMITS: Limits = Limits {
     max_bytes: 1600,
     max_accesses: 150,
 };
-
-/// A reader that returns at most `step` bytes a read.
-struct Short<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl Read for Short<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.step).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, bytes)) = data.split_first() else {

@@ -258,24 +258,47 @@ pub fn replay_in_reactor(
         jobs.join().expect("the jobs' thread does not panic")
     })?;
     progress("replay (in-reactor)", total, total);
-    let errors: u64 = reports.iter().map(|r| r.errors).sum();
-    let seconds = reports
-        .iter()
-        .map(|r| r.elapsed.as_secs_f64())
-        .fold(0.0, f64::max);
-    let mut hist = histograms();
-    let mut first = [0u64; CLASSES];
-    for r in &reports {
-        if let Some(l) = &r.latency {
-            for (a, b) in hist.iter_mut().zip(l.iter()) {
-                a.add(b)?;
+    let j = JobsMeasured::of(&reports)?;
+    m.finish(e, &j.hist, j.errors, vec![], Some(j.seconds), Some(j.first))
+}
+
+/// What the reactors' jobs measured, summed over jobs.
+struct JobsMeasured {
+    ops: u64,
+    errors: u64,
+    issued_late: u64,
+    /// The slowest job's time.
+    seconds: f64,
+    hist: Histograms,
+    first: [u64; CLASSES],
+}
+
+impl JobsMeasured {
+    fn of(reports: &[polarc::JobReport]) -> Result<JobsMeasured, Error> {
+        let mut j = JobsMeasured {
+            ops: 0,
+            errors: 0,
+            issued_late: 0,
+            seconds: 0.0,
+            hist: histograms(),
+            first: [0u64; CLASSES],
+        };
+        for r in reports {
+            j.ops += r.ops;
+            j.errors += r.errors;
+            j.issued_late += r.issued_late;
+            j.seconds = j.seconds.max(r.elapsed.as_secs_f64());
+            if let Some(l) = &r.latency {
+                for (a, b) in j.hist.iter_mut().zip(l.iter()) {
+                    a.add(b)?;
+                }
+            }
+            for (f, n) in j.first.iter_mut().zip(r.first_tenth) {
+                *f += n;
             }
         }
-        for (f, n) in first.iter_mut().zip(r.first_tenth) {
-            *f += n;
-        }
+        Ok(j)
     }
-    m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))
 }
 
 fn warm_up(
@@ -384,32 +407,13 @@ fn measure_in_reactor(
     };
     progress("measure (in-reactor jobs)", 0, w.ops);
     let reports = e.run_jobs(&spec)?;
-    let ops: u64 = reports.iter().map(|r| r.ops).sum();
-    progress("measure (in-reactor jobs)", ops, w.ops);
-    let errors: u64 = reports.iter().map(|r| r.errors).sum();
-    let seconds = reports
-        .iter()
-        .map(|r| r.elapsed.as_secs_f64())
-        .fold(0.0, f64::max);
-    let mut hist = histograms();
-    for r in &reports {
-        if let Some(l) = &r.latency {
-            for (a, b) in hist.iter_mut().zip(l.iter()) {
-                a.add(b)?;
-            }
-        }
-    }
-    let mut first = [0u64; CLASSES];
-    for r in &reports {
-        for (f, n) in first.iter_mut().zip(r.first_tenth) {
-            *f += n;
-        }
-    }
+    let j = JobsMeasured::of(&reports)?;
+    progress("measure (in-reactor jobs)", j.ops, w.ops);
     // Every read the jobs completed has its latency recorded, so the
     // report's count (recorded + errors) is the jobs' count.
-    let (mut r, stats) = m.finish(e, &hist, errors, vec![], Some(seconds), Some(first))?;
-    let late = reports.iter().map(|r| r.issued_late).sum();
-    r.rate = w.rate.map(|t| Rate::new(t, r.ops_per_sec, late));
+    let (mut r, stats) = m.finish(e, &j.hist, j.errors, vec![], Some(j.seconds), Some(j.first))?;
+    r.rate = w.rate.map(|t| Rate::new(t, r.ops_per_sec, j.issued_late));
+    let (ops, errors) = (j.ops, j.errors);
     let totals = Totals {
         ops,
         errors,
