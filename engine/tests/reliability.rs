@@ -1,7 +1,7 @@
 //! Reliability: deadlines on every I/O, a device that stops answering,
 //! transient conditions that are not errors, EMPTY blocks leaving the
-//! L2-only table, bounded input and bounded submission, and a shutdown
-//! that finishes whatever the devices do.
+//! L2-only table, bounded input and bounded submission, a shutdown that
+//! finishes whatever the devices do, and a buffer pool that runs out.
 
 use polarc::device::faulty::{FaultConfig, FaultCounters, FaultyDevice};
 use polarc::device::mem::MemDevice;
@@ -526,4 +526,70 @@ mod jobs {
         let shut = rx.recv_timeout(limit).expect("shutdown never ended");
         assert!(shut);
     }
+}
+
+/// A key's block: 512 B to 256 KiB, its size and bytes a function of it.
+fn sized_value(key: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(key.try_into().expect("an 8-byte key"));
+    let len = 512 * (1 + (n * 7919 % 512)) as usize;
+    polarc::SimStore::content(key, len, 2.0)
+}
+
+/// A pool that runs out (callers hold more blocks than it has) serves
+/// every read correctly from a heap copy, uncached; once the blocks are
+/// dropped, its free memory merges back and reads are cached again,
+/// whatever sizes came and went; after shutdown nothing is outstanding.
+#[test]
+fn a_pool_that_runs_out_serves_uncached_then_caches_again() {
+    let store = polarc::FnStore::new(2, |k: &[u8]| Ok(sized_value(k))).unwrap();
+    let e = Engine::builder()
+        .reactors(2)
+        .arc_capacity(2 << 20)
+        .max_block_size(256 << 10)
+        .pool_capacity(6 << 20)
+        .hugepages(false)
+        .backing(store)
+        .build()
+        .unwrap();
+    // Holding blocks keeps their pool buffers: about 13 MiB of them.
+    let mut held = Vec::new();
+    for i in 0..100 {
+        let b = e.read(&key(i)).unwrap();
+        assert_eq!(&*b, &sized_value(&key(i))[..], "key {i}");
+        held.push(b);
+    }
+    let s = e.stats();
+    assert!(
+        s.pool.alloc_fail > 0 && s.requests.uncached_fills > 0,
+        "{:?}",
+        s.pool
+    );
+    assert!(held.iter().any(|b| !b.is_pooled()), "some were heap copies");
+    drop(held);
+    // Every size came and went, and nothing stranded: what the ARC does
+    // not hold is free, but for the reactors' magazines (1/32 at most).
+    let p = e.stats().pool;
+    assert_eq!(
+        p.free_bytes + p.magazine_bytes + p.outstanding_bytes,
+        p.capacity_bytes,
+        "{p:?}"
+    );
+    assert!(p.magazine_bytes <= p.capacity_bytes / 32, "{p:?}");
+    let uncached = e.stats().requests.uncached_fills;
+    for round in 0..2 {
+        for i in 1000..1010 {
+            let b = e.read(&key(i)).unwrap();
+            assert_eq!(&*b, &sized_value(&key(i))[..]);
+            assert!(
+                b.is_pooled(),
+                "round {round}, key {i}: {:?}",
+                e.stats().pool
+            );
+        }
+    }
+    let s = e.stats();
+    assert_eq!(s.requests.uncached_fills, uncached, "cached again");
+    assert!(s.arc.hits >= 10, "the second round hit the ARC");
+    e.shutdown().unwrap();
+    assert_eq!(e.stats().pool.outstanding, 0);
 }

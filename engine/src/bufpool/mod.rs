@@ -13,10 +13,11 @@
 //!   under one mutex. (Hand-rolled: TLSF crates keep their headers inside
 //!   the pool, where each 512-B-aligned buffer would also pad out.)
 //! * Each reactor keeps a small magazine of the buffers it freed, by size
-//!   ([`LocalCache`], at most [`MAGAZINE_BYTES`]), and takes from it first:
-//!   most allocations and releases on a reactor touch no lock shared with
-//!   other reactors. That is all the memory that can strand: a reactor's
-//!   magazine, given back when the pool cannot serve that reactor.
+//!   ([`LocalCache`]), and takes from it first: most allocations and
+//!   releases on a reactor touch no lock shared with other reactors. That
+//!   is all the memory that can strand: the magazines together hold at
+//!   most 1/32 of the pool (and each at most [`MAGAZINE_BYTES`]), and a
+//!   reactor the runs cannot serve gives its own back first.
 //! * Buffers are reference-counted handles ([`Buf`]); the last drop
 //!   returns the buffer.
 //! * Running out is counted (`alloc_fail`) and reported as `None`.
@@ -38,9 +39,12 @@ use std::sync::{Arc, Mutex};
 /// Smallest buffer, and the granule every buffer is a multiple of.
 pub const MIN_BUF: usize = 512;
 
-/// The most a reactor's magazine holds. Buffers above it are given back
-/// to the runs at once.
+/// The most a reactor's magazine holds, whatever the pool's size. Buffers
+/// past it go back to the runs at once.
 pub const MAGAZINE_BYTES: usize = 2 << 20;
+
+/// All magazines together hold at most this fraction of the pool.
+const MAGAZINES_SHARE: usize = 32;
 
 /// The largest buffer a magazine keeps (bigger ones are rare: feed writes).
 const MAGAZINE_MAX_BUF: usize = 256 << 10;
@@ -62,6 +66,11 @@ pub struct PoolStats {
     pub outstanding_bytes: u64,
     /// Free runs: how fragmented the free memory is.
     pub free_runs: u64,
+    /// Bytes in the free runs.
+    pub free_bytes: u64,
+    /// Bytes freed into the reactors' magazines and not taken again: free
+    /// for their reactor only (at most 1/32 of the pool).
+    pub magazine_bytes: u64,
     /// The largest free run, in bytes: the largest buffer that can be had
     /// now.
     pub largest_free: u64,
@@ -145,6 +154,9 @@ struct Shared {
     max_buf: usize,
     /// The most a buffer is aligned to (see [`BufPool::alloc`]).
     io_align: usize,
+    /// Reactors with a magazine, and the bytes the magazines hold.
+    magazines: AtomicU64,
+    magazine_bytes: AtomicU64,
     runs: Mutex<Runs>,
     outstanding: AtomicU64,
     outstanding_bytes: AtomicU64,
@@ -175,10 +187,11 @@ impl Magazine {
         Some(start)
     }
 
-    /// Keeps a buffer of `n` granules at `start`; false when full.
-    fn push(&mut self, start: u32, n: u32) -> bool {
+    /// Keeps a buffer of `n` granules at `start`, if the magazine stays
+    /// within `limit` bytes.
+    fn push(&mut self, start: u32, n: u32, limit: usize) -> bool {
         let bytes = n as usize * MIN_BUF;
-        if bytes > MAGAZINE_MAX_BUF || self.bytes + bytes > MAGAZINE_BYTES {
+        if bytes > MAGAZINE_MAX_BUF || self.bytes + bytes > limit {
             return false;
         }
         match self.bins.iter_mut().find(|(size, _)| *size == n) {
@@ -189,14 +202,14 @@ impl Magazine {
         true
     }
 
-    /// Gives everything back to `runs`.
-    fn drain_into(&mut self, runs: &mut Runs) {
+    /// Gives everything back to `runs`; returns the bytes given.
+    fn drain_into(&mut self, runs: &mut Runs) -> usize {
         for (n, v) in self.bins.drain(..) {
             for start in v {
                 runs.give(start, n);
             }
         }
-        self.bytes = 0;
+        std::mem::take(&mut self.bytes)
     }
 }
 
@@ -268,6 +281,8 @@ impl BufPool {
                 region,
                 max_buf: max_block.max(1).next_multiple_of(MIN_BUF),
                 io_align: io_align.max(MIN_BUF),
+                magazines: AtomicU64::new(0),
+                magazine_bytes: AtomicU64::new(0),
                 runs: Mutex::new(runs),
                 outstanding: AtomicU64::new(0),
                 outstanding_bytes: AtomicU64::new(0),
@@ -304,12 +319,16 @@ impl BufPool {
         // A buffer of this size from this reactor's magazine was aligned
         // for this size when it was first taken.
         let start = match with_magazine(s.id, |m| m.pop(n)).flatten() {
-            Some(start) => Some(start),
+            Some(start) => {
+                s.magazine_bytes.fetch_sub(size as u64, Relaxed);
+                Some(start)
+            }
             None if size <= s.max_buf => {
                 let mut runs = s.runs.lock().unwrap_or_else(|e| e.into_inner());
                 runs.take(n, align as u32).or_else(|| {
                     // What this reactor's magazine holds may make room.
-                    with_magazine(s.id, |m| m.drain_into(&mut runs))?;
+                    let given = with_magazine(s.id, |m| m.drain_into(&mut runs))?;
+                    s.magazine_bytes.fetch_sub(given as u64, Relaxed);
                     runs.take(n, align as u32)
                 })
             }
@@ -342,6 +361,7 @@ impl BufPool {
             let mut l = l.borrow_mut();
             if !l.iter().any(|(id, _)| *id == self.shared.id) {
                 l.push((self.shared.id, Magazine::default()));
+                self.shared.magazines.fetch_add(1, Relaxed);
             }
         });
         LocalCache { pool: self.clone() }
@@ -350,10 +370,15 @@ impl BufPool {
     /// Counters.
     pub fn stats(&self) -> PoolStats {
         let s = &self.shared;
-        let (free_runs, largest_free) = {
+        let (free_runs, free_bytes, largest_free) = {
             let r = s.runs.lock().unwrap_or_else(|e| e.into_inner());
             let largest = r.by_len.last().map_or(0, |&(l, _)| l);
-            (r.by_start.len() as u64, u64::from(largest) * MIN_BUF as u64)
+            let free: u64 = r.by_start.values().map(|&l| u64::from(l)).sum();
+            (
+                r.by_start.len() as u64,
+                free * MIN_BUF as u64,
+                u64::from(largest) * MIN_BUF as u64,
+            )
         };
         PoolStats {
             capacity_bytes: s.region.len() as u64,
@@ -361,6 +386,8 @@ impl BufPool {
             outstanding: s.outstanding.load(Relaxed),
             outstanding_bytes: s.outstanding_bytes.load(Relaxed),
             free_runs,
+            free_bytes,
+            magazine_bytes: s.magazine_bytes.load(Relaxed),
             largest_free,
             alloc_fail: s.alloc_fail.load(Relaxed),
         }
@@ -372,7 +399,10 @@ fn give_back(s: &Shared, ptr: NonNull<u8>, cap: u32) {
     s.outstanding_bytes.fetch_sub(u64::from(cap), Relaxed);
     let start = ((ptr.as_ptr() as usize - s.region.base().as_ptr() as usize) / MIN_BUF) as u32;
     let n = cap / MIN_BUF as u32;
-    if with_magazine(s.id, |m| m.push(start, n)) == Some(true) {
+    let limit = (s.region.len() / MAGAZINES_SHARE / s.magazines.load(Relaxed).max(1) as usize)
+        .min(MAGAZINE_BYTES);
+    if with_magazine(s.id, |m| m.push(start, n, limit)) == Some(true) {
+        s.magazine_bytes.fetch_add(u64::from(cap), Relaxed);
         return;
     }
     s.runs
@@ -395,7 +425,9 @@ impl Drop for LocalCache {
             let mut l = l.borrow_mut();
             if let Some(i) = l.iter().position(|(id, _)| *id == s.id) {
                 let (_, mut m) = l.swap_remove(i);
-                m.drain_into(&mut s.runs.lock().unwrap_or_else(|e| e.into_inner()));
+                let given = m.drain_into(&mut s.runs.lock().unwrap_or_else(|e| e.into_inner()));
+                s.magazine_bytes.fetch_sub(given as u64, Relaxed);
+                s.magazines.fetch_sub(1, Relaxed);
             }
         });
     }
@@ -646,36 +678,60 @@ mod tests {
 
     #[test]
     fn a_reactor_reuses_what_it_freed_and_gives_it_back_when_short() {
-        let pool = BufPool::new(2 << 20, 1 << 20, false).unwrap();
+        let pool = BufPool::new(64 << 20, 1 << 20, false).unwrap();
         let p = pool.clone();
         std::thread::spawn(move || {
             let cache = p.register_local_cache();
             let a = p.alloc(4096).unwrap();
             let at = a.0.ptr.as_ptr() as usize;
             drop(a);
-            assert_eq!(
-                p.stats().largest_free,
-                (2 << 20) - 4096,
-                "kept in the magazine"
-            );
+            let s = p.stats();
+            assert_eq!((s.free_bytes, s.magazine_bytes), ((64 << 20) - 4096, 4096));
             let b = p.alloc(4096).unwrap();
             assert_eq!(b.0.ptr.as_ptr() as usize, at, "the magazine's buffer");
             drop(b);
-            let quarters: Vec<_> = (0..7).map(|_| p.alloc(256 << 10).unwrap()).collect();
-            drop(quarters);
-            assert!(
-                p.stats().largest_free < 1 << 20,
-                "the quarters are in the magazine"
+            // Fill the pool with 64 KiB buffers (60 KiB stay free: the
+            // 4 KiB one is in the magazine), then free 16 neighbours: 1 MiB
+            // more in the magazine (within its 2 MiB).
+            let mut all: Vec<_> = (0..1023).map(|_| p.alloc(64 << 10).unwrap()).collect();
+            all.sort_by_key(|b| b.0.ptr.as_ptr() as usize);
+            drop(all.drain(100..116).collect::<Vec<_>>());
+            let s = p.stats();
+            assert_eq!(
+                (s.free_bytes, s.magazine_bytes),
+                (60 << 10, (1 << 20) + 4096),
+                "{s:?}"
             );
-            // The runs are short of 1 MiB: the magazine goes back to them.
+            // The runs cannot serve 1 MiB: the magazine goes back to them.
             let whole = p.alloc(1 << 20).unwrap();
-            drop(whole);
+            assert_eq!(p.stats().magazine_bytes, 0);
+            drop((whole, all));
             drop(cache);
-            assert_eq!(p.stats().free_runs, 1, "all back when the reactor left");
+            let s = p.stats();
+            assert_eq!(
+                (s.free_runs, s.magazine_bytes),
+                (1, 0),
+                "all back when the reactor left"
+            );
+            assert_eq!(s.free_bytes, 64 << 20);
         })
         .join()
         .unwrap();
         assert_eq!(pool.stats().outstanding, 0);
+    }
+
+    #[test]
+    fn the_magazines_hold_at_most_a_32nd_of_the_pool() {
+        let pool = BufPool::new(8 << 20, 1 << 20, false).unwrap();
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            let _cache = p.register_local_cache();
+            let bufs: Vec<_> = (0..256).map(|_| p.alloc(8 << 10).unwrap()).collect();
+            drop(bufs);
+            assert_eq!(p.stats().magazine_bytes, (8 << 20) / 32);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
