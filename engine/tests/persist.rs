@@ -57,7 +57,7 @@ fn engine_on(dev: impl BlockDevice, reactors: usize) -> (Engine, Arc<AtomicU64>)
 }
 
 #[test]
-fn a_clean_restart_brings_back_every_block_from_a_file() {
+fn a_clean_restart_brings_back_every_block_from_a_file_one_log_block_per_poll() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l2.img");
     let open = || {
@@ -79,8 +79,23 @@ fn a_clean_restart_brings_back_every_block_from_a_file() {
     assert!(blocks > n / 2, "{blocks} blocks in L2");
     assert_eq!(before.pool.outstanding, 0);
 
-    let (e, reads) = engine_on(open(), 2);
+    // The restart applies its log one block per poll (a zero budget), so
+    // requests are served between blocks; nothing may be lost for it.
+    let (b, reads) = fixtures::l2_engine(open());
+    let e = b
+        .l2_config(L2Config {
+            poll_budget: Duration::ZERO,
+            ..fixtures::fast_feed()
+        })
+        .build()
+        .unwrap();
     let s = rebuilt(&e, 1);
+    assert!(
+        s.l2.l2_rebuild_slices >= s.l2.l2_rebuild_log_blks.saturating_sub(1),
+        "one log block per poll: {} slices for {} blocks",
+        s.l2.l2_rebuild_slices,
+        s.l2.l2_rebuild_log_blks
+    );
     println!(
         "before: {blocks} blocks; after: {} ({} log blocks, {} entries in {:.1} ms)",
         s.l2_sizes.l2_blocks,

@@ -385,7 +385,12 @@ impl Feeder {
             self.done = done;
         }
         match self.phase {
-            Phase::Rebuilding => self.poll_rebuild(),
+            Phase::Rebuilding => {
+                self.poll_rebuild();
+                // Log read and waiting to be applied: the reactor must not
+                // park (no message will wake it).
+                out.busy |= self.rebuild.as_ref().is_some_and(Rebuild::has_work);
+            }
             Phase::Idle if stopping => {
                 if let Some(j) = &mut self.journal {
                     j.close();
@@ -468,7 +473,8 @@ impl Feeder {
             self.phase = Phase::Idle;
             return;
         };
-        let Some(res) = r.poll(&mut self.queue, &self.pool, self.link.as_ref()) else {
+        let budget = self.cfg.poll_budget;
+        let Some(res) = r.poll(&mut self.queue, &self.pool, self.link.as_ref(), budget) else {
             return;
         };
         let (d, lap) = (self.cap, res.hand / self.cap);

@@ -310,6 +310,9 @@ pub struct L2Counters {
     pub l2_pick_slices: u64,
     /// Evict messages a shard cut into slices at the poll budget.
     pub l2_evict_slices: u64,
+    /// Polls at which a rebuild stopped applying its log at the poll
+    /// budget.
+    pub l2_rebuild_slices: u64,
     /// Nanoseconds the feeders spent packing (LZ4, checksums, layout,
     /// submission): `l2_feed_bytes / l2_feed_ns` is the feed throughput
     /// of one core, uncapped.
@@ -407,6 +410,7 @@ impl L2Counters {
                 l2_feed_slices,
                 l2_pick_slices,
                 l2_evict_slices,
+                l2_rebuild_slices,
                 l2_feed_ns,
                 l2_log_writes,
                 l2_log_write_bytes,

@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 /// Rebuild reads carry this kind in their tag's top byte.
 pub(crate) const TAG_REBUILD: u64 = 4;
 /// Items per message to a shard.
-const ITEMS_PER_MSG: usize = 4096;
+/// Entries per `Rebuilt` message: a shard applies one message in one
+/// step, about 15 µs for 256 entries here (rebuilds apply 13–15 M entries
+/// a second on 2 reactors), within the reactors' 20 µs poll budget.
+const ITEMS_PER_MSG: usize = 256;
 /// Bytes per log read.
 const CHUNK_BYTES: u64 = 1 << 20;
 
@@ -92,6 +95,9 @@ pub(crate) struct Rebuild {
     next_submit: usize,
     next_apply: usize,
     arrived: HashMap<usize, Option<Buf>>,
+    /// The chunk being applied, block by block, within the poll budget:
+    /// (its bytes, first slot, blocks, the next block to apply).
+    applying: Option<(Buf, u64, u64, u64)>,
     reads: HashMap<u64, usize>,
     next_tag: u64,
     per_shard: Vec<Vec<Rebuilt>>,
@@ -139,6 +145,7 @@ impl Rebuild {
             next_submit: 0,
             next_apply: 0,
             arrived: HashMap::new(),
+            applying: None,
             reads: HashMap::new(),
             next_tag: 0,
             per_shard: vec![Vec::new(); shards],
@@ -158,6 +165,7 @@ impl Rebuild {
         q: &mut dyn DeviceQueue,
         pool: &BufPool,
         link: &dyn L2Link,
+        budget: Duration,
     ) -> Option<Resumed> {
         self.started.get_or_insert_with(Instant::now);
         if self.found_newest && self.stage == Stage::FindNewest {
@@ -175,15 +183,40 @@ impl Rebuild {
                     self.submit(q, pool, slot, n, self.next_submit);
                     self.next_submit += 1;
                 }
-                while let Some(buf) = self.arrived.remove(&self.next_apply) {
-                    let (slot, n) = self.chunks[self.next_apply];
-                    self.next_apply += 1;
-                    match buf {
-                        Some(b) => self.apply_chunk(&b, slot, n, link),
-                        None => self.counters.l2_rebuild_io_errors += 1,
+                // A chunk (up to 1 MiB of log, tens of thousands of
+                // entries) took milliseconds in one step: apply it block by
+                // block, for at most `budget` per poll (at least a block).
+                let t0 = Instant::now();
+                loop {
+                    if self.applying.is_none() {
+                        let Some(buf) = self.arrived.remove(&self.next_apply) else {
+                            break;
+                        };
+                        let (slot, n) = self.chunks[self.next_apply];
+                        self.next_apply += 1;
+                        match buf {
+                            Some(b) => self.applying = Some((b, slot, n, 0)),
+                            None => self.counters.l2_rebuild_io_errors += 1,
+                        }
+                        continue;
+                    }
+                    let Some((b, slot, n, mut next)) = self.applying.take() else {
+                        break;
+                    };
+                    self.apply_block(&b, slot, next, link);
+                    next += 1;
+                    if next < n {
+                        self.applying = Some((b, slot, n, next));
+                    }
+                    if t0.elapsed() >= budget {
+                        self.counters.l2_rebuild_slices += 1;
+                        return None;
                     }
                 }
-                if self.next_apply == self.chunks.len() && self.reads.is_empty() {
+                if self.next_apply == self.chunks.len()
+                    && self.applying.is_none()
+                    && self.reads.is_empty()
+                {
                     return Some(self.finish(link));
                 }
             }
@@ -303,16 +336,21 @@ impl Rebuild {
         }
     }
 
-    /// The blocks of slots `slot..slot + n`, in order.
-    fn apply_chunk(&mut self, b: &[u8], slot: u64, n: u64, link: &dyn L2Link) {
+    /// True while a read chunk waits to be applied.
+    pub(crate) fn has_work(&self) -> bool {
+        self.applying.is_some() || self.arrived.contains_key(&self.next_apply)
+    }
+
+    /// Block `i` of the chunk `b` that starts at slot `slot`.
+    fn apply_block(&mut self, b: &[u8], slot: u64, i: u64, link: &dyn L2Link) {
         let meta = self.geo.meta_block as usize;
         let l = self.geo.log_blocks;
-        for i in 0..n {
+        {
             let s = slot + i;
             // The only sequence number slot `s` may hold in the last lap.
             let back = (self.newest % l + l - s) % l;
             let Some(seq) = self.newest.checked_sub(back).filter(|&q| q > 0) else {
-                continue;
+                return;
             };
             let block = &b[i as usize * meta..(i as usize + 1) * meta];
             match LogBlock::open(block, self.guid) {
