@@ -50,15 +50,18 @@ impl Poller<Core> for L2Reads {
             return PollStatus::Done;
         };
         l2.kick_if_staging(&core.shard);
-        let busy = l2.poll_reads(&mut core.shard, &mut self.outcomes, sched.now());
+        let in_flight = l2.poll_reads(&mut core.shard, &mut self.outcomes, sched.now());
+        let reaped = !self.outcomes.is_empty();
         for o in self.outcomes.drain(..) {
             match o {
                 ReadOutcome::Hit(idx, buf) => core.finish_l2_fill(idx, buf),
                 ReadOutcome::Fallback(idx) => core.start_backing_read(idx),
             }
         }
-        if busy {
+        if reaped {
             PollStatus::Busy
+        } else if in_flight {
+            PollStatus::Waiting
         } else {
             PollStatus::Idle
         }
@@ -88,6 +91,8 @@ impl Poller<Core> for Feed {
         }
         if step.busy {
             PollStatus::Busy
+        } else if step.waiting {
+            PollStatus::Waiting
         } else {
             PollStatus::Idle
         }

@@ -110,8 +110,10 @@ struct InFlight {
 /// What one poll of a feeder did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FeedPoll {
-    /// It did work, or has requests in flight.
+    /// It did work.
     pub busy: bool,
+    /// It has requests in flight, which complete without a message.
+    pub waiting: bool,
     /// Arm a timer for the next feed at this time; when it fires, call
     /// [`Feeder::on_timer`] with this generation.
     pub next_feed: Option<(Instant, u64)>,
@@ -372,13 +374,15 @@ impl Feeder {
         let freed = self.fow.drain();
         self.counters.l2_free_on_write += freed;
         let mut out = FeedPoll {
-            busy: freed > 0 || self.queue.in_flight() > 0,
+            busy: freed > 0,
+            waiting: false,
             next_feed: None,
         };
         if self.queue.in_flight() > 0 {
             let mut done = std::mem::take(&mut self.done);
             self.queue.expire(now);
             self.queue.poll(&mut done);
+            out.busy |= !done.is_empty();
             for c in done.drain(..) {
                 self.on_complete(c);
             }
@@ -390,6 +394,7 @@ impl Feeder {
                 // Log read and waiting to be applied: the reactor must not
                 // park (no message will wake it).
                 out.busy |= self.rebuild.as_ref().is_some_and(Rebuild::has_work);
+                out.waiting |= self.rebuild.is_some();
             }
             Phase::Idle if stopping => {
                 if let Some(j) = &mut self.journal {
@@ -464,7 +469,7 @@ impl Feeder {
         }
         // I/O submitted above completes without a message: the reactor
         // must not park while any is in flight.
-        out.busy |= self.queue.in_flight() > 0;
+        out.waiting = self.queue.in_flight() > 0;
         out
     }
 

@@ -24,7 +24,9 @@ pub enum IdleStrategy {
     /// at 100% all the time.
     Busy,
     /// Yield the core for a while (`spin_before_park`), then park until a
-    /// message or a timer. The default: the embedded default runs on
+    /// message or a timer; while a poller has I/O in flight
+    /// ([`PollStatus::Waiting`]), yield but never park. The default: the
+    /// embedded default runs on
     /// laptops and CI machines, where burning every core while idle is not
     /// acceptable; under load it never parks, so throughput is the same as
     /// `Busy`.
@@ -209,6 +211,8 @@ pub struct LoopConfig {
 pub struct Reactor<H> {
     pollers: Vec<Box<dyn Poller<H>>>,
     sched: Sched<H>,
+    /// The last step had work in flight that no message will announce.
+    waiting: bool,
 }
 
 impl<H> std::fmt::Debug for Reactor<H> {
@@ -232,6 +236,7 @@ impl<H: Host> Reactor<H> {
         Reactor {
             pollers: Vec::new(),
             sched: Sched::new(now),
+            waiting: false,
         }
     }
 
@@ -251,6 +256,7 @@ impl<H: Host> Reactor<H> {
         now: Option<Instant>,
     ) -> bool {
         let mut busy = false;
+        let mut waiting = false;
         for _ in 0..batch {
             let Some(m) = mailbox.pop() else { break };
             host.loop_counters().messages += 1;
@@ -262,6 +268,10 @@ impl<H: Host> Reactor<H> {
         self.pollers.retain_mut(|p| match p.poll(host, sched) {
             PollStatus::Busy => {
                 busy = true;
+                true
+            }
+            PollStatus::Waiting => {
+                waiting = true;
                 true
             }
             PollStatus::Idle => true,
@@ -280,6 +290,7 @@ impl<H: Host> Reactor<H> {
         if host.flush() {
             busy = true;
         }
+        self.waiting = waiting;
         busy
     }
 
@@ -315,6 +326,10 @@ impl<H: Host> Reactor<H> {
             }
             match cfg.idle {
                 IdleStrategy::Busy => std::hint::spin_loop(),
+                // Device I/O in flight: give the core away for a moment
+                // (a client or the kernel may need it) but never park, as
+                // no message will say that the I/O completed.
+                IdleStrategy::Adaptive if self.waiting => std::thread::yield_now(),
                 IdleStrategy::Adaptive => {
                     // The clock is read once per 32 idle iterations.
                     idle_spins += 1;
@@ -424,6 +439,67 @@ mod tests {
         assert_eq!(h.ticks, 103, "the periodic timer ran once");
         assert!(r.step(&mut h, &mb, 8, None), "Done counts as busy");
         assert!(!r.step(&mut h, &mb, 8, None), "nothing left to do");
+    }
+
+    /// I/O in flight that completes without a message.
+    struct Io {
+        due: Instant,
+        done_after: Option<Duration>,
+        started: Instant,
+    }
+    impl Poller<Counter> for Io {
+        fn poll(&mut self, _: &mut Counter, _: &mut Sched<Counter>) -> PollStatus {
+            if self.done_after.is_some() {
+                return PollStatus::Idle;
+            }
+            if Instant::now() < self.due {
+                return PollStatus::Waiting;
+            }
+            self.done_after = Some(self.started.elapsed());
+            PollStatus::Busy
+        }
+    }
+
+    #[test]
+    fn a_poller_waiting_on_io_keeps_an_adaptive_reactor_from_parking() {
+        let mb = Arc::new(Mailbox::new(std::thread::current()));
+        let mut h = Counter::default();
+        let mut r: Reactor<Counter> = Reactor::default();
+        let started = Instant::now();
+        let io = std::rc::Rc::new(std::cell::Cell::new(None));
+        struct Watch(Io, std::rc::Rc<std::cell::Cell<Option<Duration>>>);
+        impl Poller<Counter> for Watch {
+            fn poll(&mut self, h: &mut Counter, s: &mut Sched<Counter>) -> PollStatus {
+                let st = self.0.poll(h, s);
+                self.1.set(self.0.done_after);
+                st
+            }
+        }
+        r.sched().spawn(Box::new(Watch(
+            Io {
+                due: started + Duration::from_millis(20),
+                done_after: None,
+                started,
+            },
+            io.clone(),
+        )));
+        let stopper = {
+            let mb = mb.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                let _ = mb.push(0);
+            })
+        };
+        let cfg = LoopConfig {
+            idle: IdleStrategy::Adaptive,
+            spin_before_park: Duration::from_micros(10),
+            batch: 32,
+        };
+        r.run(&cfg, &mb, &mut h);
+        stopper.join().unwrap();
+        let after = io.get().expect("the I/O completed");
+        // Parked, it would have seen the I/O only when the stop came (2 s).
+        assert!(after < Duration::from_millis(1000), "seen after {after:?}");
     }
 
     #[test]

@@ -7,8 +7,12 @@ use super::Sched;
 /// the idle strategy (a reactor parks only when every poller is idle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollStatus {
-    /// Did work, or has work in flight that it must keep polling for.
+    /// Did work.
     Busy,
+    /// Did nothing, but has work in flight that completes without a
+    /// message (device I/O): the reactor may yield its core, but must not
+    /// park.
+    Waiting,
     /// Nothing to do.
     Idle,
     /// Finished for good: the reactor drops it.
