@@ -246,6 +246,12 @@ impl BufPool {
         io_align: usize,
         try_hugepages: bool,
     ) -> std::io::Result<BufPool> {
+        if capacity / MIN_BUF > u32::MAX as usize {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a buffer pool of {capacity} B: at most 2 TiB"),
+            ));
+        }
         let region = Region::map(capacity, try_hugepages)?;
         if try_hugepages && !region.hugepages() {
             log::warn!(
@@ -732,6 +738,12 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_pool_above_2_tib_is_an_error_not_a_panic() {
+        let e = BufPool::new(3 << 40, 1 << 20, false).unwrap_err();
+        assert!(e.to_string().contains("at most 2 TiB"), "{e}");
     }
 
     #[test]
