@@ -107,7 +107,8 @@ impl Runs {
             (at + n <= start + len).then_some((len, start, at))
         };
         // The shortest runs that may fit, a few of them; failing those, the
-        // shortest run that fits wherever it starts.
+        // shortest run that fits wherever it starts; failing that (a pool
+        // nearly full of short misaligned runs), every run that may fit.
         let (len, start, at) = self
             .by_len
             .range((n, 0)..)
@@ -118,7 +119,8 @@ impl Runs {
                     .range((n + align - 1, 0)..)
                     .next()
                     .and_then(fits)
-            })?;
+            })
+            .or_else(|| self.by_len.range((n, 0)..(n + align - 1, 0)).find_map(fits))?;
         self.remove(start, len);
         if at > start {
             self.insert(start, at - start);
@@ -246,7 +248,7 @@ impl BufPool {
         io_align: usize,
         try_hugepages: bool,
     ) -> std::io::Result<BufPool> {
-        if capacity / MIN_BUF > u32::MAX as usize {
+        if capacity.div_ceil(HUGEPAGE).max(1) * HUGEPAGE / MIN_BUF > u32::MAX as usize {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("a buffer pool of {capacity} B: at most 2 TiB"),
@@ -275,8 +277,15 @@ impl BufPool {
             "io_align {io_align}"
         );
         assert!(max_block <= HUGEPAGE, "max block above 2 MiB");
-        let granules = region.len() / MIN_BUF;
-        let granules = u32::try_from(granules).expect("a pool of at most 2 TiB");
+        // Granules are u32: a region above 2 TiB (a device's; `new`
+        // refuses one) is used up to that.
+        let granules = u32::try_from(region.len() / MIN_BUF).unwrap_or_else(|_| {
+            log::warn!(
+                "a buffer pool region of {} B: only its first 2 TiB are used",
+                region.len()
+            );
+            u32::MAX
+        });
         let mut runs = Runs::default();
         if granules > 0 {
             runs.insert(0, granules);
@@ -738,6 +747,20 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn an_aligned_run_is_found_behind_many_misaligned_ones() {
+        let mut r = Runs::default();
+        // 40 runs of 8 granules, each starting one past a multiple of 8,
+        // and one aligned run of 8 at the end.
+        for i in 0..40 {
+            r.insert(i * 32 + 1, 8);
+        }
+        r.insert(40 * 32, 8);
+        assert_eq!(r.take(8, 8), Some(40 * 32));
+        assert_eq!(r.take(8, 8), None, "no aligned run of 8 is left");
+        assert_eq!(r.take(8, 1), Some(1), "unaligned, the first fits");
     }
 
     #[test]

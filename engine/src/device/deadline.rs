@@ -194,6 +194,12 @@ impl DeadlineQueue {
         self.abandoned.len()
     }
 
+    /// True while the request `tag`, which timed out, is still on the
+    /// device.
+    pub fn is_abandoned(&self, tag: u64) -> bool {
+        self.abandoned.contains(&tag)
+    }
+
     /// Gives up on every request in flight (a shutdown past its time
     /// limit): none will be reported. Returns how many.
     pub fn abandon_all(&mut self) -> usize {

@@ -145,6 +145,10 @@ pub(crate) struct Feeder {
     evict_end: u64,
     /// The device refused a discard: no more trimming.
     trim_unsupported: bool,
+    /// The discard of this cycle, while it may still run on the device:
+    /// (tag, timed out). The cycle does not end before it has, or the next
+    /// cycle's writes could land in its range and be wiped by it.
+    trim: Option<(u64, bool)>,
     log: VecDeque<Batch>,
     log_blocks: u64,
     phase: Phase,
@@ -195,6 +199,8 @@ pub(crate) struct Feeder {
 const TAG_PROBE: u64 = 5;
 /// Tag kind of a discard ahead of the hand.
 const TAG_TRIM: u64 = 6;
+/// The most one discard ahead of the hand covers.
+const MAX_TRIM: u64 = 64 << 20;
 /// How often a degraded device is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -275,6 +281,7 @@ impl Feeder {
             region_end: 0,
             evict_end: 0,
             trim_unsupported: false,
+            trim: None,
             log: VecDeque::new(),
             log_blocks: 0,
             phase: if rebuild.is_some() {
@@ -431,7 +438,11 @@ impl Feeder {
                 let t = Instant::now();
                 out.busy |= self.fill_writes();
                 self.counters.l2_feed_ns += t.elapsed().as_nanos() as u64;
-                if self.picks.is_empty() && self.packing.is_none() && self.writes.is_empty() {
+                if self.picks.is_empty()
+                    && self.packing.is_none()
+                    && self.writes.is_empty()
+                    && !self.trimming()
+                {
                     out.busy = true;
                     match &mut self.journal {
                         Some(j) if self.wrote > 0 => {
@@ -469,7 +480,7 @@ impl Feeder {
         }
         // I/O submitted above completes without a message: the reactor
         // must not park while any is in flight.
-        out.waiting = self.queue.in_flight() > 0;
+        out.waiting |= self.queue.in_flight() > 0;
         out
     }
 
@@ -785,12 +796,16 @@ impl Feeder {
             self.region_end.next_multiple_of(bs),
             self.evict_end / bs * bs,
         );
+        // A TRIM is advisory: a bounded one finishes well within the
+        // write deadline on any device that does them.
+        let end = end.min(start + MAX_TRIM);
         if end <= start || self.trim_unsupported {
             return;
         }
         self.next_tag += 1;
         let tag = (TAG_TRIM << journal::TAG_KIND_SHIFT)
             | (self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1));
+        self.trim = Some((tag, false));
         self.counters.l2_trims += 1;
         self.counters.l2_trim_bytes += end - start;
         self.queue.submit(
@@ -802,8 +817,26 @@ impl Feeder {
         );
     }
 
-    /// A discard ahead of the hand completed.
+    /// True while this cycle's discard may still run on the device.
+    fn trimming(&mut self) -> bool {
+        match self.trim {
+            Some((_, false)) => true,
+            Some((tag, true)) if self.queue.is_abandoned(tag) => true,
+            _ => {
+                self.trim = None;
+                false
+            }
+        }
+    }
+
+    /// A discard ahead of the hand completed (or timed out: then it may
+    /// still run, and the cycle waits until the device lets go of it).
     fn trim_done(&mut self, c: Completion) {
+        let timed_out = matches!(c.result, Err(DeviceError::TimedOut { .. }));
+        self.trim = match self.trim {
+            Some((tag, _)) if tag == c.tag && timed_out => Some((tag, true)),
+            _ => None,
+        };
         if let Err(e) = c.result {
             self.counters.l2_trim_errors += 1;
             if !self.trim_unsupported {

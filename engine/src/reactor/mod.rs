@@ -329,7 +329,14 @@ impl<H: Host> Reactor<H> {
                 // Device I/O in flight: give the core away for a moment
                 // (a client or the kernel may need it) but never park, as
                 // no message will say that the I/O completed.
-                IdleStrategy::Adaptive if self.waiting => std::thread::yield_now(),
+                IdleStrategy::Adaptive if self.waiting => {
+                    // Timers (I/O deadlines among them) still need a clock.
+                    idle_spins += 1;
+                    if idle_spins % 32 == 0 {
+                        self.sched.stale = true;
+                    }
+                    std::thread::yield_now();
+                }
                 IdleStrategy::Adaptive => {
                     // The clock is read once per 32 idle iterations.
                     idle_spins += 1;
