@@ -558,9 +558,7 @@ impl Feeder {
         };
         self.probing = Some(Instant::now());
         self.counters.l2_probes += 1;
-        self.next_tag += 1;
-        let tag = (TAG_PROBE << journal::TAG_KIND_SHIFT)
-            | (self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1));
+        let tag = self.tag(TAG_PROBE);
         self.queue.submit(
             tag,
             IoOp::Read {
@@ -569,6 +567,12 @@ impl Feeder {
                 buf,
             },
         );
+    }
+
+    /// The tag of this feeder's next request of `kind` (0: a feed write).
+    fn tag(&mut self, kind: u64) -> u64 {
+        self.next_tag += 1;
+        journal::tag(kind, self.next_tag)
     }
 
     /// A probe completed: in time, the device is healthy again.
@@ -802,9 +806,7 @@ impl Feeder {
         if end <= start || self.trim_unsupported {
             return;
         }
-        self.next_tag += 1;
-        let tag = (TAG_TRIM << journal::TAG_KIND_SHIFT)
-            | (self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1));
+        let tag = self.tag(TAG_TRIM);
         self.trim = Some((tag, false));
         self.counters.l2_trims += 1;
         self.counters.l2_trim_bytes += end - start;
@@ -1129,8 +1131,7 @@ impl Feeder {
         if let Some(j) = &mut self.journal {
             j.log_write(&mut self.queue, write, &entries);
         }
-        self.next_tag += 1;
-        let tag = self.next_tag & ((1 << journal::TAG_KIND_SHIFT) - 1);
+        let tag = self.tag(0);
         self.writes.insert(tag, InFlight { done });
         self.hand = base + len as u64;
         self.wrote += len as u64;

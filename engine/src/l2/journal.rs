@@ -55,6 +55,12 @@ pub(crate) const TAG_LOG: u64 = 1;
 pub(crate) const TAG_FLUSH: u64 = 2;
 pub(crate) const TAG_HEADER: u64 = 3;
 
+/// The tag of the `n`th request of `kind` (0: a feed write) on a feeder's
+/// queue: the kind in the top byte, `n` below it.
+pub(crate) fn tag(kind: u64, n: u64) -> u64 {
+    (kind << TAG_KIND_SHIFT) | (n & ((1 << TAG_KIND_SHIFT) - 1))
+}
+
 /// Who waits for what has been logged to be durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiter {
@@ -234,7 +240,7 @@ impl Journal {
 
     fn tag(&mut self, kind: u64) -> u64 {
         self.next_tag += 1;
-        (kind << TAG_KIND_SHIFT) | (self.next_tag & ((1 << TAG_KIND_SHIFT) - 1))
+        tag(kind, self.next_tag)
     }
 
     /// Logs a completed feed write and the blocks it stored.

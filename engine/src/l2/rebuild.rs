@@ -235,7 +235,7 @@ impl Rebuild {
             return;
         };
         self.next_tag += 1;
-        let tag = (TAG_REBUILD << 56) | self.next_tag;
+        let tag = super::journal::tag(TAG_REBUILD, self.next_tag);
         self.reads.insert(tag, idx);
         q.submit(
             tag,
@@ -345,36 +345,34 @@ impl Rebuild {
     fn apply_block(&mut self, b: &[u8], slot: u64, i: u64, link: &dyn L2Link) {
         let meta = self.geo.meta_block as usize;
         let l = self.geo.log_blocks;
-        {
-            let s = slot + i;
-            // The only sequence number slot `s` may hold in the last lap.
-            let back = (self.newest % l + l - s) % l;
-            let Some(seq) = self.newest.checked_sub(back).filter(|&q| q > 0) else {
-                return;
-            };
-            let block = &b[i as usize * meta..(i as usize + 1) * meta];
-            match LogBlock::open(block, self.guid) {
-                Ok(lb) if lb.seq == seq => {
-                    self.counters.l2_rebuild_log_blks += 1;
-                    for item in lb.items(block) {
-                        match item {
-                            Ok(it) => self.apply(it, link),
-                            Err(_) => {
-                                // A checksummed block that does not parse:
-                                // its remaining items cannot be trusted.
-                                self.counters.l2_rebuild_cksum_lb_errors += 1;
-                                break;
-                            }
+        let s = slot + i;
+        // The only sequence number slot `s` may hold in the last lap.
+        let back = (self.newest % l + l - s) % l;
+        let Some(seq) = self.newest.checked_sub(back).filter(|&q| q > 0) else {
+            return;
+        };
+        let block = &b[i as usize * meta..(i as usize + 1) * meta];
+        match LogBlock::open(block, self.guid) {
+            Ok(lb) if lb.seq == seq => {
+                self.counters.l2_rebuild_log_blks += 1;
+                for item in lb.items(block) {
+                    match item {
+                        Ok(it) => self.apply(it, link),
+                        Err(_) => {
+                            // A checksummed block that does not parse:
+                            // its remaining items cannot be trusted.
+                            self.counters.l2_rebuild_cksum_lb_errors += 1;
+                            break;
                         }
                     }
-                    // A write's entries never continue in another block
-                    // without their write item first.
-                    self.current = None;
                 }
-                // Left from an earlier lap, an earlier format, or never written.
-                Ok(_) | Err(LogError::OtherDevice | LogError::NoMagic) => {}
-                Err(_) => self.counters.l2_rebuild_cksum_lb_errors += 1,
+                // A write's entries never continue in another block
+                // without their write item first.
+                self.current = None;
             }
+            // Left from an earlier lap, an earlier format, or never written.
+            Ok(_) | Err(LogError::OtherDevice | LogError::NoMagic) => {}
+            Err(_) => self.counters.l2_rebuild_cksum_lb_errors += 1,
         }
     }
 
