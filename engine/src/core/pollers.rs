@@ -58,13 +58,7 @@ impl Poller<Core> for L2Reads {
                 ReadOutcome::Fallback(idx) => core.start_backing_read(idx),
             }
         }
-        if reaped {
-            PollStatus::Busy
-        } else if in_flight {
-            PollStatus::Waiting
-        } else {
-            PollStatus::Idle
-        }
+        PollStatus::of(reaped, in_flight)
     }
 }
 
@@ -89,12 +83,6 @@ impl Poller<Core> for Feed {
                 },
             );
         }
-        if step.busy {
-            PollStatus::Busy
-        } else if step.waiting {
-            PollStatus::Waiting
-        } else {
-            PollStatus::Idle
-        }
+        PollStatus::of(step.busy, step.waiting)
     }
 }

@@ -19,6 +19,18 @@ pub enum PollStatus {
     Done,
 }
 
+impl PollStatus {
+    /// `Busy` if it did work, else `Waiting` while it has device I/O in
+    /// flight, else `Idle`.
+    pub fn of(did_work: bool, io_in_flight: bool) -> PollStatus {
+        match (did_work, io_in_flight) {
+            (true, _) => PollStatus::Busy,
+            (false, true) => PollStatus::Waiting,
+            (false, false) => PollStatus::Idle,
+        }
+    }
+}
+
 /// A poller over the reactor's host `H`. It may arm timers and start
 /// other pollers through `sched`.
 pub trait Poller<H> {
