@@ -204,14 +204,15 @@ impl Magazine {
         true
     }
 
-    /// Gives everything back to `runs`; returns the bytes given.
-    fn drain_into(&mut self, runs: &mut Runs) -> usize {
+    /// Gives everything back to `runs`, and takes it off the pool's
+    /// count of magazine bytes.
+    fn drain_into(&mut self, runs: &mut Runs, magazine_bytes: &AtomicU64) {
         for (n, v) in self.bins.drain(..) {
             for start in v {
                 runs.give(start, n);
             }
         }
-        std::mem::take(&mut self.bytes)
+        magazine_bytes.fetch_sub(std::mem::take(&mut self.bytes) as u64, Relaxed);
     }
 }
 
@@ -342,8 +343,7 @@ impl BufPool {
                 let mut runs = s.runs.lock().unwrap_or_else(|e| e.into_inner());
                 runs.take(n, align as u32).or_else(|| {
                     // What this reactor's magazine holds may make room.
-                    let given = with_magazine(s.id, |m| m.drain_into(&mut runs))?;
-                    s.magazine_bytes.fetch_sub(given as u64, Relaxed);
+                    with_magazine(s.id, |m| m.drain_into(&mut runs, &s.magazine_bytes))?;
                     runs.take(n, align as u32)
                 })
             }
@@ -440,8 +440,8 @@ impl Drop for LocalCache {
             let mut l = l.borrow_mut();
             if let Some(i) = l.iter().position(|(id, _)| *id == s.id) {
                 let (_, mut m) = l.swap_remove(i);
-                let given = m.drain_into(&mut s.runs.lock().unwrap_or_else(|e| e.into_inner()));
-                s.magazine_bytes.fetch_sub(given as u64, Relaxed);
+                let mut runs = s.runs.lock().unwrap_or_else(|e| e.into_inner());
+                m.drain_into(&mut runs, &s.magazine_bytes);
                 s.magazines.fetch_sub(1, Relaxed);
             }
         });
