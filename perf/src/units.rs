@@ -163,6 +163,23 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// A size for people: as [`format_size`] where that is a whole number of
+/// units, else the largest unit it fills, to one decimal (`45.3MiB`).
+pub fn format_size_rounded(bytes: u64) -> String {
+    let exact = format_size(bytes);
+    if exact.ends_with("iB") || bytes < 1024 {
+        return exact;
+    }
+    let units = ["KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1}{}", units[u])
+}
+
 /// Parses a duration: a number with ns, us, ms or s.
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let (num, unit) = number_and_unit(s);
@@ -188,6 +205,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounded_sizes_are_exact_where_they_can_be() {
+        assert_eq!(format_size_rounded(8 << 20), "8MiB");
+        assert_eq!(format_size_rounded(1000), "1000B");
+        assert_eq!(format_size_rounded(47_500_000), "45.3MiB");
+        assert_eq!(format_size_rounded(512_000), "500KiB");
+        assert_eq!(format_size_rounded(3 << 40 | 1), "3.0TiB");
+    }
 
     #[test]
     fn size_lists_and_ranges() {

@@ -6,6 +6,7 @@ use crate::error::Error;
 use polarc_perf::cli::Args;
 use polarc_perf::mrc::{self, Advice, Plan, Point};
 use polarc_perf::plot;
+use polarc_perf::units::format_size_rounded;
 use std::path::Path;
 use std::time::Instant;
 
@@ -44,12 +45,14 @@ pub fn run(a: &Args, path: &Path) -> Result<(), Error> {
     });
     let seconds = t0.elapsed().as_secs_f64();
     let replayed: u64 = points.iter().map(Point::accesses).sum();
-    let per_point = replayed as f64 / points.len().max(1) as f64;
+    let per_sec = replayed as f64 / seconds;
+    // Each busy thread replays one point at a time.
+    let per_thread_per_point = per_sec / plan.threads.min(points.len()).max(1) as f64;
     println!(
         "mrc: {} points in {seconds:.2} s: {:.1} M accesses/s in all, {:.1} M accesses/s per thread per point",
         points.len(),
-        replayed as f64 / seconds / 1e6,
-        replayed as f64 / seconds / 1e6 / plan.threads.min(points.len()).max(1) as f64,
+        per_sec / 1e6,
+        per_thread_per_point / 1e6,
     );
     println!(
         "{:<6} {:>10} {:>10} {:>9} {:>12} {:>12} {:>12}",
@@ -59,11 +62,11 @@ pub fn run(a: &Args, path: &Path) -> Result<(), Error> {
         println!(
             "{:<6} {:>10} {:>10} {:>9.4} {:>12} {:>12} {:>12}",
             p.policy,
-            show(p.arc_bytes),
+            format_size_rounded(p.arc_bytes),
             if p.l2_bytes == 0 {
                 "-".into()
             } else {
-                show(p.l2_bytes)
+                format_size_rounded(p.l2_bytes)
             },
             p.hit_ratio,
             p.arc_hits,
@@ -97,7 +100,7 @@ pub fn run(a: &Args, path: &Path) -> Result<(), Error> {
             "shards": plan.shards,
             "threads": plan.threads,
             "seconds": seconds,
-            "accesses_per_sec_per_point": per_point / seconds * points.len() as f64 / plan.threads.min(points.len()).max(1) as f64,
+            "accesses_per_sec_per_point": per_thread_per_point,
             "mrc": points,
             "advice": advice.map(|(arc_only, tiered)| serde_json::json!({
                 "target_hit_ratio": a.target_hit_ratio,
@@ -120,15 +123,15 @@ fn print_advice(what: &str, target: f64, a: Option<&Advice>) {
     print!(
         "sizing, {what}: hit ratio {:.4} >= {target} with ARC {}{}; DRAM {} ({} of data, {} of headers)",
         p.hit_ratio,
-        show(p.arc_bytes),
+        format_size_rounded(p.arc_bytes),
         if p.l2_bytes > 0 {
-            format!(" and L2 {}", show(p.l2_bytes))
+            format!(" and L2 {}", format_size_rounded(p.l2_bytes))
         } else {
             String::new()
         },
-        show(a.dram_bytes),
-        show(p.arc_bytes),
-        show(p.header_bytes)
+        format_size_rounded(a.dram_bytes),
+        format_size_rounded(p.arc_bytes),
+        format_size_rounded(p.header_bytes)
     );
     if let (Some(bps), Some(dwpd)) = (a.l2_write_bytes_per_sec, a.l2_dwpd) {
         print!(
@@ -137,21 +140,4 @@ fn print_advice(what: &str, target: f64, a: Option<&Advice>) {
         );
     }
     println!();
-}
-
-/// A size for people: exact where it is a whole number of units, else to
-/// one decimal.
-fn show(bytes: u64) -> String {
-    let exact = polarc_perf::units::format_size(bytes);
-    if !exact.ends_with("B") || exact.ends_with("iB") || bytes < 1024 {
-        return exact;
-    }
-    let units = ["KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1}{}", units[u])
 }
